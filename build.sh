@@ -23,9 +23,11 @@ need_interop() {
   if ! command -v node >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq nodejs npm
   fi
-  if [ -f tests/interop/package.json ] && [ ! -d tests/interop/node_modules ]; then
-    (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
-  fi
+  for dir in tests/interop/*/; do
+    if [ -f "$dir/package.json" ] && [ ! -d "$dir/node_modules" ]; then
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  done
 }
 
 cmd_build() { need_dotnet; dotnet build Arwkv.sln -c Release -nologo -v q; }
