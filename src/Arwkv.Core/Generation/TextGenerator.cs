@@ -42,6 +42,11 @@ public sealed class TextGenerator
     /// <summary>The stop tokens used when <see cref="GenerationOptions.StopTokenIds"/> is null: the model's EOS ids, &lt;|im_end|&gt; and &lt;|endoftext|&gt;.</summary>
     public IReadOnlyList<int> DefaultStopTokenIds { get; }
 
+    /// <summary>Id of &lt;|im_end|&gt;, when the tokenizer has it.</summary>
+    internal int? ImEndId => _codec?.ImEndId;
+
+    internal ITokenCodec? Codec => _codec;
+
     /// <summary>Statistics of the latest generation started on this instance.</summary>
     public GenerationStats? LastStats { get; private set; }
 
