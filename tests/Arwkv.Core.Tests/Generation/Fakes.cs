@@ -40,6 +40,7 @@ internal sealed class FakeModel : LanguageModel
     public override string Architecture => "fake";
     public override int VocabSize => _vocab;
     public List<(int Tokens, LogitsScope Scope)> Calls { get; } = [];
+    public List<int[]> Fed { get; } = [];
     public List<ModelOptions> LoadedWith { get; } = [];
     public bool Disposed { get; private set; }
 
@@ -49,6 +50,7 @@ internal sealed class FakeModel : LanguageModel
     {
         var s = (FakeState)state;
         Calls.Add((tokens.Length, scope));
+        Fed.Add(tokens.ToArray());
         for (int t = 0; t < tokens.Length; t++)
         {
             if ((uint)tokens[t] >= (uint)_vocab) throw new ArgumentOutOfRangeException(nameof(tokens));
