@@ -7,7 +7,8 @@ namespace Arwkv.Extensions.AI;
 
 /// <summary>
 /// An <see cref="IChatClient"/> over a local ARWKV (or other <see cref="LanguageModel"/>) checkpoint. Each request
-/// renders the conversation with the ChatML template and generates from a fresh state; requests run one at a time.
+/// renders the conversation with the ChatML template; when it extends the previous request's prompt, only the new
+/// tokens are fed to a copy of the state kept from that request. Requests run one at a time.
 /// </summary>
 /// <remarks>
 /// <see cref="ChatOptions"/> maps to sampling as follows: Temperature, TopP, TopK and Seed to
@@ -22,6 +23,9 @@ public sealed class ArwkvChatClient : IChatClient
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly ChatClientMetadata _metadata;
     private bool _disposed;
+    private int[]? _cachedPrompt;
+    private ModelState? _cachedState;
+    private float[]? _scratchLogits;
 
     /// <summary>Creates a client over <paramref name="model"/>, which must have a tokenizer.</summary>
     /// <param name="model">The model; it must come with its tokenizer.json.</param>
@@ -64,7 +68,8 @@ public sealed class ArwkvChatClient : IChatClient
         GenerationStats? stats = null;
         string responseId = NewId();
         DateTimeOffset created = DateTimeOffset.UtcNow;
-        await foreach (GeneratedToken token in GenerateAsync(messages, options, cancellationToken).ConfigureAwait(false))
+        var count = new PromptCount();
+        await foreach (GeneratedToken token in GenerateAsync(messages, options, count, cancellationToken).ConfigureAwait(false))
         {
             text.Append(token.Text);
             stats = token.Stats;
@@ -75,7 +80,7 @@ public sealed class ArwkvChatClient : IChatClient
             ModelId = ModelId,
             CreatedAt = created,
             FinishReason = MapFinish(stats?.FinishReason),
-            Usage = stats is null ? null : Usage(stats),
+            Usage = stats is null ? null : Usage(count.Tokens, stats),
         };
     }
 
@@ -85,13 +90,14 @@ public sealed class ArwkvChatClient : IChatClient
     {
         string responseId = NewId();
         DateTimeOffset created = DateTimeOffset.UtcNow;
-        await foreach (GeneratedToken token in GenerateAsync(messages, options, cancellationToken).ConfigureAwait(false))
+        var count = new PromptCount();
+        await foreach (GeneratedToken token in GenerateAsync(messages, options, count, cancellationToken).ConfigureAwait(false))
         {
             if (token.Text.Length > 0)
                 yield return Update(new ChatResponseUpdate(ChatRole.Assistant, token.Text), responseId, created);
             if (token.FinishReason is not null)
             {
-                yield return Update(new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(Usage(token.Stats))])
+                yield return Update(new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(Usage(count.Tokens, token.Stats))])
                 {
                     FinishReason = MapFinish(token.FinishReason),
                 }, responseId, created);
@@ -155,23 +161,64 @@ public sealed class ArwkvChatClient : IChatClient
         return turns;
     }
 
-    private async IAsyncEnumerable<GeneratedToken> GenerateAsync(IEnumerable<ChatMessage> messages, ChatOptions? options,
+    /// <summary>Prompt tokens of one request (the generator itself sees only the part the cache did not cover).</summary>
+    private sealed class PromptCount
+    {
+        public int Tokens;
+    }
+
+    private async IAsyncEnumerable<GeneratedToken> GenerateAsync(IEnumerable<ChatMessage> messages, ChatOptions? options, PromptCount count,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         GenerationOptions generation = ResolveOptions(options);
         IReadOnlyList<ChatTurn> turns = ToTurns(messages, options);
         if (turns.Count == 0) throw new ArgumentException("no messages", nameof(messages));
+        int[] prompt = _generator.EncodeChat(turns);
+        count.Tokens = prompt.Length;
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            await foreach (GeneratedToken token in _generator.GenerateAsync(turns, generation, null, cancellationToken).ConfigureAwait(false))
+            ModelState state = PrefillFromCache(prompt, cancellationToken);
+            await foreach (GeneratedToken token in _generator.GenerateAsync([prompt[^1]], generation, state, cancellationToken).ConfigureAwait(false))
                 yield return token;
         }
         finally
         {
             _gate.Release();
         }
+    }
+
+    /// <summary>
+    /// A state that has seen all of <paramref name="prompt"/> but its last token. Chat requests usually resend the
+    /// previous conversation plus a new message, so the state after the previous prompt is kept and, when the new
+    /// prompt extends it, only the new tokens are fed (the recurrent state cannot be rewound, so the snapshot is
+    /// taken at the end of the prompt, before the reply, whose re-tokenized text may differ from the sampled ids).
+    /// </summary>
+    private ModelState PrefillFromCache(int[] prompt, CancellationToken cancellationToken)
+    {
+        LanguageModel model = _generator.Model;
+        ModelState state;
+        int seen = 0;
+        if (_cachedPrompt is not null && _cachedPrompt.Length < prompt.Length && prompt.AsSpan().StartsWith(_cachedPrompt))
+        {
+            state = _cachedState!.Clone();
+            seen = _cachedPrompt.Length;
+        }
+        else
+        {
+            state = model.CreateState();
+        }
+        int upTo = prompt.Length - 1;
+        if (upTo > seen)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            _scratchLogits ??= new float[model.VocabSize];
+            model.Forward(prompt.AsSpan(seen, upTo - seen), state, _scratchLogits, LogitsScope.None);
+            _cachedPrompt = prompt[..upTo];
+            _cachedState = state.Clone();
+        }
+        return state;
     }
 
     private ChatResponseUpdate Update(ChatResponseUpdate update, string responseId, DateTimeOffset created)
@@ -183,11 +230,11 @@ public sealed class ArwkvChatClient : IChatClient
         return update;
     }
 
-    private static UsageDetails Usage(GenerationStats stats) => new()
+    private static UsageDetails Usage(int promptTokens, GenerationStats stats) => new()
     {
-        InputTokenCount = stats.PromptTokens,
+        InputTokenCount = promptTokens,
         OutputTokenCount = stats.GeneratedTokens,
-        TotalTokenCount = stats.PromptTokens + stats.GeneratedTokens,
+        TotalTokenCount = promptTokens + stats.GeneratedTokens,
     };
 
     private static ChatFinishReason? MapFinish(GenerationFinishReason? reason) => reason switch

@@ -47,7 +47,10 @@ public class ArwkvChatClientTests
         Assert.That(response.FinishReason, Is.EqualTo(ChatFinishReason.Stop));
         Assert.That(response.ModelId, Is.EqualTo("fake-arwkv"));
         int promptLength = PromptIds().Length;
-        Assert.That(model.Fed[0], Is.EqualTo(PromptIds()), "ChatML rendering of the messages, prefilled at once");
+        // ChatML rendering of the messages: all but the last token without logits (that point is cached), then the last.
+        Assert.That(model.Fed[0], Is.EqualTo(PromptIds()[..^1]));
+        Assert.That(model.Fed[1], Is.EqualTo(PromptIds()[^1..]));
+        Assert.That(model.Calls[0].Scope, Is.EqualTo(LogitsScope.None));
         Assert.That(response.Usage!.InputTokenCount, Is.EqualTo(promptLength));
         Assert.That(response.Usage.OutputTokenCount, Is.EqualTo(12), "11 characters and <|im_end|>");
         Assert.That(response.Usage.TotalTokenCount, Is.EqualTo(promptLength + 12));
@@ -109,12 +112,42 @@ public class ArwkvChatClientTests
     }
 
     [Test]
+    public async Task AConversationThatExtendsThePreviousPromptFeedsOnlyTheNewTokens()
+    {
+        var model = ReplyModel();
+        using ArwkvChatClient client = Client(model);
+        ChatResponse first = await client.GetResponseAsync(Conversation);
+        ChatMessage[] longer = [.. Conversation, .. first.Messages, new(ChatRole.User, "more")];
+        int[] full = new FakeCodec().Encode(
+            "<|im_start|>system\nbe nice<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n" +
+            "<|im_start|>assistant\nhello there<|im_end|>\n<|im_start|>user\nmore<|im_end|>\n<|im_start|>assistant\n");
+        model.Fed.Clear();
+        ChatResponse second = await client.GetResponseAsync(longer);
+        int cached = PromptIds().Length - 1;
+        Assert.That(model.Fed[0], Is.EqualTo(full[cached..^1]), "resumes where the first prompt's snapshot ended");
+        Assert.That(model.Fed[1], Is.EqualTo(full[^1..]));
+        Assert.That(second.Text, Is.EqualTo("hello there"));
+        Assert.That(second.Usage!.InputTokenCount, Is.EqualTo(full.Length), "usage counts the whole prompt");
+
+        // The same result as a client without history: the cached state saw exactly the same tokens.
+        var fresh = ReplyModel();
+        using ArwkvChatClient other = Client(fresh);
+        Assert.That((await other.GetResponseAsync(longer)).Text, Is.EqualTo(second.Text));
+        Assert.That(fresh.Fed[0], Is.EqualTo(full[..^1]));
+
+        // A conversation that does not extend the cached prompt starts over.
+        model.Fed.Clear();
+        await client.GetResponseAsync([new ChatMessage(ChatRole.User, "hi")]);
+        Assert.That(model.Fed[0], Is.EqualTo(new FakeCodec().Encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant")));
+    }
+
+    [Test]
     public async Task InstructionsBecomeALeadingSystemMessage()
     {
         var model = ReplyModel();
         using ArwkvChatClient client = Client(model);
         await client.GetResponseAsync(Conversation, new ChatOptions { Instructions = "short" });
-        Assert.That(model.Fed[0], Is.EqualTo(PromptIds("short")));
+        Assert.That(model.Fed[0], Is.EqualTo(PromptIds("short")[..^1]));
     }
 
     [Test]
