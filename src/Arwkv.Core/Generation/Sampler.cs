@@ -12,6 +12,7 @@ public sealed class Sampler
     private readonly float[] _scores;      // penalized logits, by token id
     private readonly float[] _weights;     // exp((score - max) / T), by token id (nucleus without top-k only)
     private readonly int[] _candidates;    // token ids, best first once sorted
+    private readonly float[] _sortKeys;    // -score of _candidates[i], contiguous for a fast sort
     private readonly float[] _probs;       // unnormalized weight of _candidates[i]
     private readonly int[] _seenStamp;     // dedup of the penalty window without clearing a set per token
     private int _stamp;
@@ -30,6 +31,7 @@ public sealed class Sampler
         _scores = new float[vocabSize];
         _candidates = new int[vocabSize];
         _probs = new float[vocabSize];
+        _sortKeys = Options.Temperature > 0 && (Options.TopK > 0 || Options.TopP < 1) ? new float[vocabSize] : [];
         _weights = Options.TopP < 1 && (Options.TopK == 0 || Options.TopK >= vocabSize) ? new float[vocabSize] : [];
         _seenStamp = Options.RepetitionPenalty != 1f ? new int[vocabSize] : [];
         _random = Options.Seed is long seed ? new Random(unchecked((int)(seed ^ (seed >> 32)))) : new Random();
@@ -106,7 +108,7 @@ public sealed class Sampler
         if (topK > 0 && topK < vocab)
         {
             SelectBest(scores, _candidates, topK);
-            SortBest(scores, _candidates.AsSpan(0, topK));
+            SortCandidates(scores, topK);
             WeighSorted(scores, topK, invT);
             if (topP < 1) CutNucleus(topP);
             return;
@@ -139,31 +141,33 @@ public sealed class Sampler
             all += w;
         }
         double target = topP * all;
-        for (int m = Math.Min(vocab, 64); ; m = Math.Min(vocab, m * 4))
+        // Grow the selected head until it holds the target mass (summing needs no order), then sort only that head.
+        int m = Math.Min(vocab, 64);
+        while (true)
         {
             if (m < vocab) SelectBest(scores, _candidates, m);
-            SortBest(scores, _candidates.AsSpan(0, m));
-            double sum = 0;
-            for (int i = 0; i < m; i++)
+            double head = 0;
+            for (int i = 0; i < m; i++) head += _weights[_candidates[i]];
+            if (head >= target || m == vocab) break;
+            m = Math.Min(vocab, m * 4);
+        }
+        SortCandidates(scores, m);
+        double sum = 0;
+        for (int i = 0; i < m; i++)
+        {
+            float w = _weights[_candidates[i]];
+            _probs[i] = w;
+            sum += w;
+            if (sum >= target)
             {
-                float w = _weights[_candidates[i]];
-                _probs[i] = w;
-                sum += w;
-                if (sum >= target)
-                {
-                    _count = i + 1;
-                    _total = sum;
-                    return;
-                }
-            }
-            if (m == vocab)
-            {
-                // Rounding left the sum a hair short of the target: everything is in the nucleus.
-                _count = vocab;
+                _count = i + 1;
                 _total = sum;
                 return;
             }
         }
+        // Rounding left the sum a hair short of the target: the whole head is the nucleus.
+        _count = m;
+        _total = sum;
     }
 
     private void WeighSorted(ReadOnlySpan<float> scores, int count, float invT)
@@ -220,8 +224,46 @@ public sealed class Sampler
         return sa > sb || (sa == sb && a < b);
     }
 
-    /// <summary>Quickselect: rearranges <paramref name="ids"/> so that its first <paramref name="k"/> entries are the best, in no particular order.</summary>
+    /// <summary>Rearranges <paramref name="ids"/> so that its first <paramref name="k"/> entries are the best, in no particular order.</summary>
     internal static void SelectBest(ReadOnlySpan<float> scores, Span<int> ids, int k)
+    {
+        if (k >= ids.Length) return;
+        if (k <= 1024) SelectBestByHeap(scores, ids, k);
+        else QuickSelect(scores, ids, k);
+    }
+
+    /// <summary>
+    /// Keeps a heap of the best k seen so far with the worst at the root: almost every other id is rejected by
+    /// one comparison with the root, so this is a single cheap pass for the small k of top-k sampling.
+    /// </summary>
+    private static void SelectBestByHeap(ReadOnlySpan<float> scores, Span<int> ids, int k)
+    {
+        Span<int> heap = ids[..k];
+        for (int i = k / 2 - 1; i >= 0; i--) SiftDown(scores, heap, i);
+        for (int i = k; i < ids.Length; i++)
+        {
+            int id = ids[i];
+            if (!Before(scores, id, heap[0])) continue;
+            ids[i] = heap[0];
+            heap[0] = id;
+            SiftDown(scores, heap, 0);
+        }
+    }
+
+    private static void SiftDown(ReadOnlySpan<float> scores, Span<int> heap, int i)
+    {
+        while (true)
+        {
+            int worst = i, left = 2 * i + 1, right = left + 1;
+            if (left < heap.Length && Before(scores, heap[worst], heap[left])) worst = left;
+            if (right < heap.Length && Before(scores, heap[worst], heap[right])) worst = right;
+            if (worst == i) return;
+            (heap[i], heap[worst]) = (heap[worst], heap[i]);
+            i = worst;
+        }
+    }
+
+    private static void QuickSelect(ReadOnlySpan<float> scores, Span<int> ids, int k)
     {
         int lo = 0, hi = ids.Length - 1, target = k - 1;
         while (lo < hi)
@@ -254,34 +296,23 @@ public sealed class Sampler
         return store;
     }
 
-    /// <summary>Sorts best first (insertion sort for short runs, else a quicksort on the same order).</summary>
-    internal static void SortBest(ReadOnlySpan<float> scores, Span<int> ids)
+    /// <summary>
+    /// Sorts the first <paramref name="count"/> candidates best first, equal scores by lower id. The scores are
+    /// gathered into a contiguous key array first: sorting through the ids' random accesses is several times slower.
+    /// </summary>
+    private void SortCandidates(ReadOnlySpan<float> scores, int count)
     {
-        while (ids.Length > 16)
+        Span<int> ids = _candidates.AsSpan(0, count);
+        Span<float> keys = _sortKeys.AsSpan(0, count);
+        for (int i = 0; i < count; i++) keys[i] = -scores[ids[i]];
+        keys.Sort(ids);
+        // The sort is not stable: put runs of equal scores in id order so the result is fully determined.
+        for (int i = 0; i < count;)
         {
-            int p = Partition(scores, ids, 0, ids.Length - 1);
-            // Recurse into the smaller side, loop on the larger: stack depth stays logarithmic.
-            if (p < ids.Length - 1 - p)
-            {
-                SortBest(scores, ids[..p]);
-                ids = ids[(p + 1)..];
-            }
-            else
-            {
-                SortBest(scores, ids[(p + 1)..]);
-                ids = ids[..p];
-            }
-        }
-        for (int i = 1; i < ids.Length; i++)
-        {
-            int id = ids[i];
-            int j = i - 1;
-            while (j >= 0 && Before(scores, id, ids[j]))
-            {
-                ids[j + 1] = ids[j];
-                j--;
-            }
-            ids[j + 1] = id;
+            int j = i + 1;
+            while (j < count && keys[j] == keys[i]) j++;
+            if (j - i > 1) ids[i..j].Sort();
+            i = j;
         }
     }
 }

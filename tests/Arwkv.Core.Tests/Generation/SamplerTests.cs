@@ -140,6 +140,7 @@ public class SamplerTests
     [TestCase(0, 0.999f, 0.05f)]   // nearly flat: the nucleus needs several growth steps of the sorted prefix
     [TestCase(40, 1f, 1.0f)]       // top-k only
     [TestCase(40, 0.6f, 0.8f)]     // top-k, then top-p within it
+    [TestCase(2000, 0.95f, 0.7f)]  // top-k above the heap-selection limit: quickselect
     [TestCase(5000, 0.5f, 1.3f)]   // top-k larger than the vocabulary
     public void MatchesFloat64Reference(int topK, float topP, float temperature)
     {
@@ -203,8 +204,13 @@ public class SamplerTests
         var p = new float[flat.Length];
         int n = sampler.GetDistribution(flat, [], ids, p);
         Assert.That(ids[..n], Is.EqualTo(Enumerable.Range(0, 10)), "equal logits: lowest ids first");
+        n = new Sampler(2000, new SamplingOptions { TopK = 1500 }).GetDistribution(new float[2000], [], ids = new int[2000], p = new float[2000]);
+        Assert.That(ids[..n], Is.EqualTo(Enumerable.Range(0, 1500)), "ties through quickselect and the key sort");
+        ids = new int[1000];
+        p = new float[1000];
         float[] ascending = Enumerable.Range(0, 1000).Select(i => (float)i).ToArray();
         n = new Sampler(ascending.Length, new SamplingOptions { TopK = 7 }).GetDistribution(ascending, [], ids, p);
+        Assert.That(n, Is.EqualTo(7));
         Assert.That(ids[..n], Is.EqualTo(Enumerable.Range(993, 7).Reverse()));
     }
 
