@@ -35,17 +35,21 @@ public sealed unsafe class KernelThreadPool : IDisposable
     readonly Thread[] _workers;
     readonly object _gate = new();
 
-    // The current job, published by the caller before it bumps _generation.
+    // The current job. The caller writes these fields while _claim is closed, then opens _claim.
     delegate*<void*, int, void> _invoke;
     void* _state;
     int _count;
-    int _next;          // next unclaimed item
-    int _pending;       // workers that have not finished the current job
-    long _generation;   // bumped once per job; workers wait for it to change
+    // (job number << 32) | next unclaimed item. Workers claim items with a compare-exchange on the whole value, so
+    // a worker that woke up late can never claim an item of a newer job with the fields of an older one, and the
+    // caller never waits for a worker that did not start: it waits only for claimed items to finish.
+    long _claim;
+    int _done;          // items of the current job finished (or abandoned after an exception)
     int _sleepers;      // workers blocked (or about to block) on _gate
     int _busy;          // 1 while a job runs; a call that finds it set runs inline
     volatile bool _disposed;
     Exception? _failure;
+
+    const long Closed = int.MaxValue;
 
     /// <summary>Creates a pool of <paramref name="threads"/> workers (the calling thread counts as one).</summary>
     public KernelThreadPool(int threads)
@@ -92,19 +96,20 @@ public sealed unsafe class KernelThreadPool : IDisposable
         TWork local = work;
         try
         {
+            long job = (Volatile.Read(ref _claim) >> 32) + 1;
+            Interlocked.Exchange(ref _claim, (job << 32) | Closed);
             _invoke = &Invoker<TWork>.Invoke;
             _state = Unsafe.AsPointer(ref local);
             _count = count;
-            _next = 0;
             _failure = null;
-            Volatile.Write(ref _pending, _workers.Length);
-            Interlocked.Increment(ref _generation); // full fence: job fields are visible before the new generation
+            Volatile.Write(ref _done, 0);
+            Interlocked.Exchange(ref _claim, job << 32); // full fence: opens the job; _sleepers is read after it
             if (Volatile.Read(ref _sleepers) > 0)
                 lock (_gate) Monitor.PulseAll(_gate);
 
-            RunItems();
+            RunItems(job, &Invoker<TWork>.Invoke, Unsafe.AsPointer(ref local), count);
             var spin = new SpinWait();
-            while (Volatile.Read(ref _pending) != 0) spin.SpinOnce(sleep1Threshold: -1);
+            while (Volatile.Read(ref _done) < count) spin.SpinOnce(sleep1Threshold: -1);
             _state = null;
             if (_failure is { } failure) ExceptionDispatchInfo.Capture(failure).Throw();
         }
@@ -115,44 +120,77 @@ public sealed unsafe class KernelThreadPool : IDisposable
         work = local;
     }
 
-    void RunItems()
+    /// <summary>Claims and runs items of <paramref name="job"/> until none are left or the job changed.</summary>
+    void RunItems(long job, delegate*<void*, int, void> invoke, void* state, int count)
     {
-        var invoke = _invoke;
-        var state = _state;
-        int count = _count;
-        try
+        while (true)
         {
-            int i;
-            while ((i = Interlocked.Increment(ref _next) - 1) < count) invoke(state, i);
+            long claim = Volatile.Read(ref _claim);
+            int index = (int)claim;
+            if (claim >> 32 != job || index >= count) return;
+            if (Interlocked.CompareExchange(ref _claim, claim + 1, claim) != claim) continue;
+            try
+            {
+                invoke(state, index);
+                Interlocked.Increment(ref _done);
+            }
+            catch (Exception ex)
+            {
+                Interlocked.CompareExchange(ref _failure, ex, null);
+                Abandon(job, count);
+            }
         }
-        catch (Exception ex)
+    }
+
+    /// <summary>After a failure: counts the failed item and every unclaimed one as done, so the caller stops waiting.</summary>
+    void Abandon(long job, int count)
+    {
+        int abandoned = 1;
+        while (true)
         {
-            Interlocked.CompareExchange(ref _failure, ex, null);
-            // Items nobody has claimed yet are abandoned.
-            Volatile.Write(ref _next, count);
+            long claim = Volatile.Read(ref _claim);
+            int index = (int)claim;
+            if (claim >> 32 != job || index >= count) break;
+            if (Interlocked.CompareExchange(ref _claim, (job << 32) | (uint)count, claim) == claim)
+            {
+                abandoned += count - index;
+                break;
+            }
         }
+        Interlocked.Add(ref _done, abandoned);
     }
 
     void WorkerLoop()
     {
-        long seen = Volatile.Read(ref _generation);
+        long seenJob = Volatile.Read(ref _claim) >> 32;
         while (true)
         {
-            if (!WaitForJob(seen)) return;
-            seen = Volatile.Read(ref _generation);
-            RunItems();
-            Interlocked.Decrement(ref _pending);
+            seenJob = WaitForJob(seenJob);
+            if (seenJob < 0) return;
+            // These may already belong to a newer job; RunItems's compare-exchange on the job number then fails.
+            var invoke = _invoke;
+            var state = _state;
+            int count = _count;
+            RunItems(seenJob, invoke, state, count);
         }
     }
 
-    /// <summary>Returns false when the pool is disposed.</summary>
-    bool WaitForJob(long seen)
+    /// <summary>The number of the open job if it is not <paramref name="seenJob"/>, else -1.</summary>
+    long NewJobOpen(long seenJob)
+    {
+        long claim = Volatile.Read(ref _claim);
+        return claim >> 32 != seenJob && (int)claim != Closed ? claim >> 32 : -1;
+    }
+
+    /// <summary>Waits until a job newer than <paramref name="seenJob"/> opens and returns its number; -1 when disposed.</summary>
+    long WaitForJob(long seenJob)
     {
         long start = Stopwatch.GetTimestamp();
         int spins = 0;
-        while (Volatile.Read(ref _generation) == seen)
+        long job;
+        while ((job = NewJobOpen(seenJob)) < 0)
         {
-            if (_disposed) return false;
+            if (_disposed) return -1;
             if (++spins < 64 || Stopwatch.GetTimestamp() - start < SpinTicks)
             {
                 if ((spins & 63) == 0) Thread.Yield(); else Thread.SpinWait(8);
@@ -160,14 +198,14 @@ public sealed unsafe class KernelThreadPool : IDisposable
             }
             lock (_gate)
             {
-                // Announce the sleep before the last check of _generation; the caller bumps _generation before it
-                // reads _sleepers, so one of the two always sees the other (both sides use full fences).
+                // Announce the sleep before the last check of _claim; the caller opens a job (a full fence) before
+                // it reads _sleepers, so one of the two always sees the other's write.
                 Interlocked.Increment(ref _sleepers);
-                while (Volatile.Read(ref _generation) == seen && !_disposed) Monitor.Wait(_gate);
+                while (NewJobOpen(seenJob) < 0 && !_disposed) Monitor.Wait(_gate);
                 Interlocked.Decrement(ref _sleepers);
             }
         }
-        return !_disposed;
+        return _disposed ? -1 : job;
     }
 
     /// <summary>Stops the worker threads and waits for them to exit.</summary>
@@ -175,7 +213,6 @@ public sealed unsafe class KernelThreadPool : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        Interlocked.Increment(ref _generation);
         lock (_gate) Monitor.PulseAll(_gate);
         foreach (var worker in _workers)
             if (worker != Thread.CurrentThread) worker.Join();
