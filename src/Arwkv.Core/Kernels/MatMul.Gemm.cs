@@ -5,9 +5,11 @@ using Arwkv.IO;
 namespace Arwkv.Kernels;
 
 // Gemm (prefill). The columns are cut into chunks whose slice of X (all tokens) fits in L2, and each chunk is a
-// separate parallel pass over 4-row blocks, so every weight is read from memory once per call. A 4-row block is
+// separate parallel pass over row panels (separate so that two threads never add into the same Y element), so every
+// weight is read from memory once per call. This file holds the Vector256 and scalar paths: a 4-row block is
 // widened to float32 once into an L1-resident scratch and reused by every token; the micro-kernel keeps a 4-row by
-// 4-token tile of accumulators in registers, so each weight load and each x load feeds four FMAs.
+// 4-token tile of accumulators in registers, so each weight load and each x load feeds four FMAs. The AVX-512 path
+// (MatMul.GemmPacked.cs) packs X and uses a 4x6 tile.
 public static unsafe partial class MatMul
 {
     const int GemmRowBlock = 4;

@@ -135,9 +135,10 @@ public static unsafe partial class MatMul
     {
         int threads = pool?.ThreadCount ?? 1;
         if (threads == 1) return w.Rows;
-        // About 64 KB of weights per item, and at least 8 items per thread for balance on a shared machine.
+        // About 128 KB of weights per item (claiming one costs well under 1% of reading it), and at least 8 items
+        // per thread for balance on a shared machine.
         long rowBytes = Math.Max(1L, (long)w.Cols * w.Type.SizeOf());
-        long byBytes = Math.Max(4L, 65536 / rowBytes);
+        long byBytes = Math.Max(4L, 131072 / rowBytes);
         long byBalance = Math.Max(4L, w.Rows / (8L * threads));
         int rows = (int)Math.Min(byBytes, byBalance);
         return (rows + 3) & ~3;
