@@ -1,0 +1,97 @@
+using Arwkv.IO;
+using Arwkv.Tests.Reference;
+using Arwkv.Tests.TestModels;
+
+namespace Arwkv.Tests.Interop;
+
+/// <summary>
+/// llama.cpp (an independent implementation, via node-llama-cpp's prebuilt CPU binding) runs the GGUF files that
+/// <see cref="GgufExporter"/> writes, and its logits are compared with the float64 reference and with
+/// <see cref="LanguageModel"/>. This validates the GGUF mapping (names, shapes, transposes, the layer-0 copies).
+/// Gate-free models are not run: the prebuilt llama.cpp asserts on them.
+/// </summary>
+[TestFixture]
+public class LlamaCppTests
+{
+    private static readonly int[] Ids = [5, 300, 17, 2, 516, 42, 42, 99, 260, 1, 7, 450];
+
+    [Test]
+    public void GatedF32Export_LlamaCppLogitsMatchFloat64Reference()
+    {
+        LlamaCppHarness.RequireInstalled();
+        using var tmp = new TempDirectory("arwkv-llamacpp");
+        string ckpt = Path.Combine(tmp.Path, "ckpt");
+        ArwkvConfig config = RandomArwkvCheckpoint.SmallConfig(gated: true);
+        RandomArwkvCheckpoint.Create(ckpt, config, seed: 7);
+        string gguf = tmp.File("model.gguf");
+        GgufExporter.Export(ckpt, gguf, new GgufExportOptions { MatrixType = DType.F32 });
+
+        float[] llama = LlamaCppHarness.Logits(gguf, Ids, tmp.File("logits.f32"), config.VocabSize);
+        double[,] reference = new ArwkvReference(ckpt).Logits(Ids);
+        double error = ArwkvReference.RelativeL2(llama, reference);
+        TestContext.Out.WriteLine($"llama.cpp F32 vs float64 reference: relative L2 {error:E3} over {Ids.Length} x {config.VocabSize} logits");
+        Assert.That(error, Is.LessThan(1e-4));
+        AssertSameArgmax(llama, reference, config.VocabSize);
+    }
+
+    [Test]
+    public void TiedBf16Export_LlamaCppLogitsMatchFloat64Reference()
+    {
+        // BF16 weights on both sides (the reference widens the same bf16 values); llama.cpp also rounds the
+        // activations to bf16 inside its matmuls, hence the looser bound.
+        LlamaCppHarness.RequireInstalled();
+        using var tmp = new TempDirectory("arwkv-llamacpp");
+        string ckpt = Path.Combine(tmp.Path, "ckpt");
+        ArwkvConfig config = RandomArwkvCheckpoint.SmallConfig(gated: true, tied: true);
+        RandomArwkvCheckpoint.Create(ckpt, config, seed: 11, type: DType.BF16, shards: 2);
+        string gguf = tmp.File("model.gguf");
+        GgufExporter.Export(ckpt, gguf);
+
+        float[] llama = LlamaCppHarness.Logits(gguf, Ids, tmp.File("logits.f32"), config.VocabSize);
+        double[,] reference = new ArwkvReference(ckpt).Logits(Ids);
+        double error = ArwkvReference.RelativeL2(llama, reference);
+        TestContext.Out.WriteLine($"llama.cpp BF16 (tied, sharded) vs float64 reference: relative L2 {error:E3}");
+        Assert.That(error, Is.LessThan(3e-2));
+    }
+
+    [Test]
+    [Category("NeedsModel")]
+    public void GatedF32Export_LlamaCppLogitsMatchLanguageModel()
+    {
+        LlamaCppHarness.RequireInstalled();
+        using var tmp = new TempDirectory("arwkv-llamacpp");
+        string ckpt = Path.Combine(tmp.Path, "ckpt");
+        ArwkvConfig config = RandomArwkvCheckpoint.SmallConfig(gated: true);
+        RandomArwkvCheckpoint.Create(ckpt, config, seed: 7);
+        string gguf = tmp.File("model.gguf");
+        GgufExporter.Export(ckpt, gguf, new GgufExportOptions { MatrixType = DType.F32 });
+        float[] llama = LlamaCppHarness.Logits(gguf, Ids, tmp.File("logits.f32"), config.VocabSize);
+
+        using LanguageModel model = LanguageModel.Load(ckpt);
+        ModelState state = model.CreateState();
+        var ours = new float[Ids.Length * model.VocabSize];
+        model.Forward(Ids, state, ours, LogitsScope.All);
+
+        var llamaAsReference = new double[Ids.Length, config.VocabSize];
+        for (int t = 0; t < Ids.Length; t++)
+            for (int v = 0; v < config.VocabSize; v++) llamaAsReference[t, v] = llama[t * config.VocabSize + v];
+        double error = ArwkvReference.RelativeL2(ours, llamaAsReference);
+        TestContext.Out.WriteLine($"LanguageModel vs llama.cpp: relative L2 {error:E3}");
+        Assert.That(error, Is.LessThan(1e-4));
+    }
+
+    private static void AssertSameArgmax(float[] actual, double[,] expected, int V)
+    {
+        int rows = expected.GetLength(0);
+        for (int t = 0; t < rows; t++)
+        {
+            int a = 0, e = 0;
+            for (int v = 1; v < V; v++)
+            {
+                if (actual[t * V + v] > actual[t * V + a]) a = v;
+                if (expected[t, v] > expected[t, e]) e = v;
+            }
+            Assert.That(a, Is.EqualTo(e), $"argmax at position {t}");
+        }
+    }
+}
