@@ -72,7 +72,8 @@ internal static class LlamaCppHarness
     /// <summary>llama.cpp's logits of every position of <paramref name="ids"/>, row-major [T, V].</summary>
     public static float[] Logits(string ggufPath, IReadOnlyList<int> ids, string outputPath, int vocabSize)
     {
-        RunScript("logits.mjs", ggufPath, string.Join(",", ids), outputPath);
+        string stdout = RunScript("logits.mjs", ggufPath, string.Join(",", ids), outputPath);
+        TestContext.Out.WriteLine("logits.mjs: " + stdout.Trim().Split('\n')[^1]);
         byte[] bytes = File.ReadAllBytes(outputPath);
         Assert.That(bytes.Length, Is.EqualTo(ids.Count * vocabSize * sizeof(float)), "logits file size (T x V float32)");
         return MemoryMarshal.Cast<byte, float>(bytes).ToArray();

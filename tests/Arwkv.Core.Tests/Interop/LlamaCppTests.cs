@@ -26,10 +26,12 @@ public class LlamaCppTests
         string gguf = tmp.File("model.gguf");
         GgufExporter.Export(ckpt, gguf, new GgufExportOptions { MatrixType = DType.F32 });
 
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         float[] llama = LlamaCppHarness.Logits(gguf, Ids, tmp.File("logits.f32"), config.VocabSize);
+        TimeSpan nodeTime = clock.Elapsed;
         double[,] reference = new ArwkvReference(ckpt).Logits(Ids);
         double error = ArwkvReference.RelativeL2(llama, reference);
-        TestContext.Out.WriteLine($"llama.cpp F32 vs float64 reference: relative L2 {error:E3} over {Ids.Length} x {config.VocabSize} logits");
+        TestContext.Out.WriteLine($"llama.cpp F32 vs float64 reference: relative L2 {error:E3} over {Ids.Length} x {config.VocabSize} logits (node {nodeTime.TotalSeconds:F1} s, reference {(clock.Elapsed - nodeTime).TotalSeconds:F1} s)");
         Assert.That(error, Is.LessThan(1e-4));
         AssertSameArgmax(llama, reference, config.VocabSize);
     }

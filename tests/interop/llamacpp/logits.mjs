@@ -1,10 +1,10 @@
 // Raw logits of every position from llama.cpp (node-llama-cpp's prebuilt CPU binding).
-// usage: node logits.mjs MODEL.gguf ID,ID,... OUT.f32
-// Writes little-endian float32 [T, V] (row t = logits after token t), and prints {"tokens":T,"vocab":V} last.
+// usage: node logits.mjs MODEL.gguf ID,ID,... OUT.f32 [THREADS]
+// Writes little-endian float32 [T, V] (row t = logits after token t), and prints {"tokens":T,"vocab":V,...timings} last.
 import fs from "node:fs";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 
-const [modelPath, idList, outPath] = process.argv.slice(2);
+const [modelPath, idList, outPath, threadsArg] = process.argv.slice(2);
 if (!modelPath || !idList || !outPath) {
     console.error("usage: node logits.mjs MODEL.gguf ID,ID,... OUT.f32");
     process.exit(2);
@@ -15,16 +15,21 @@ const ids = idList.split(",").map((s) => {
     return n;
 });
 
+const started = performance.now();
 const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
 const model = await llama.loadModel({ modelPath });
 const context = await model.createContext({
     contextSize: Math.max(64, ids.length + 8),
     batchSize: Math.max(8, ids.length),
     sequences: 1,
+    // Tiny test models gain nothing from more threads, and spinning workers hurt on a busy machine.
+    threads: threadsArg ? Number(threadsArg) : 1,
 });
 const sequence = context.getSequence();
+const loaded = performance.now();
 const results = await sequence.controlledEvaluate(ids.map((id) => [id, { generateNext: { logits: true } }]));
 
+const evaluated = performance.now();
 let vocab = -1;
 let out = null;
 for (let t = 0; t < ids.length; t++) {
@@ -48,4 +53,9 @@ fs.writeFileSync(outPath, bytes);
 await context.dispose();
 await model.dispose();
 await llama.dispose();
-console.log(JSON.stringify({ tokens: ids.length, vocab }));
+console.log(JSON.stringify({
+    tokens: ids.length,
+    vocab,
+    loadSeconds: (loaded - started) / 1000,
+    evaluateSeconds: (evaluated - loaded) / 1000,
+}));
