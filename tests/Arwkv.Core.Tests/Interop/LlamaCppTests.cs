@@ -46,6 +46,8 @@ public class LlamaCppTests
         string ckpt = Path.Combine(tmp.Path, "ckpt");
         ArwkvConfig config = RandomArwkvCheckpoint.SmallConfig(gated: true, tied: true);
         RandomArwkvCheckpoint.Create(ckpt, config, seed: 11, type: DType.BF16, shards: 2);
+        // This run also checks that llama.cpp accepts a tokenizer exported from tokenizer.json (pre-tokenizer qwen2).
+        WriteByteLevelTokenizerJson(ckpt);
         string gguf = tmp.File("model.gguf");
         GgufExporter.Export(ckpt, gguf);
 
@@ -80,6 +82,34 @@ public class LlamaCppTests
         double error = ArwkvReference.RelativeL2(ours, llamaAsReference);
         TestContext.Out.WriteLine($"LanguageModel vs llama.cpp: relative L2 {error:E3}");
         Assert.That(error, Is.LessThan(1e-4));
+    }
+
+    /// <summary>A small Qwen-style tokenizer.json: the 256 byte symbols, a few merges, special added tokens.</summary>
+    private static void WriteByteLevelTokenizerJson(string directory)
+    {
+        string[] bytes = GgufTokenizer.ByteSymbols();
+        var vocab = new Dictionary<string, int>();
+        for (int i = 0; i < 256; i++) vocab[bytes[i]] = i;
+        var merges = new List<string>();
+        foreach (string pair in new[] { "t h", "th e", "Ġ t", "Ġt he", "i n", "a n" })
+        {
+            merges.Add(pair);
+            vocab[pair.Replace(" ", "")] = vocab.Count;
+        }
+        var json = new System.Text.Json.Nodes.JsonObject
+        {
+            ["model"] = new System.Text.Json.Nodes.JsonObject
+            {
+                ["type"] = "BPE",
+                ["vocab"] = new System.Text.Json.Nodes.JsonObject(vocab.Select(kv => KeyValuePair.Create(kv.Key, (System.Text.Json.Nodes.JsonNode?)kv.Value))),
+                ["merges"] = new System.Text.Json.Nodes.JsonArray(merges.Select(m => (System.Text.Json.Nodes.JsonNode?)m).ToArray()),
+            },
+            ["added_tokens"] = new System.Text.Json.Nodes.JsonArray(
+                new System.Text.Json.Nodes.JsonObject { ["id"] = 300, ["content"] = "<|endoftext|>", ["special"] = true },
+                new System.Text.Json.Nodes.JsonObject { ["id"] = 301, ["content"] = "<|im_start|>", ["special"] = true },
+                new System.Text.Json.Nodes.JsonObject { ["id"] = 302, ["content"] = "<|im_end|>", ["special"] = true }),
+        };
+        File.WriteAllText(Path.Combine(directory, "tokenizer.json"), json.ToJsonString());
     }
 
     private static void AssertSameArgmax(float[] actual, double[,] expected, int V)
