@@ -69,6 +69,23 @@ public sealed class SyntheticTokenizerTests
         Assert.That(Load(withoutNormalizer).Encode("e\u0301"), Is.EqualTo(Encoding.UTF8.GetBytes("e\u0301").Select(b => (int)b)));
     }
 
+    // Attribute arguments are stored as UTF-8, which cannot hold an unpaired surrogate, hence the index.
+    private static readonly string[] UnpairedSurrogateTexts = ["a\uD800b", "x\uDC00", "\uD83D", "ok 😀 \uDE00"];
+
+    [Test]
+    public void UnpairedSurrogatesAreRejected([Range(0, 3)] int index)
+    {
+        string text = UnpairedSurrogateTexts[index];
+        JsonObject withoutNormalizer = Build();
+        withoutNormalizer["normalizer"] = null;
+        foreach (QwenTokenizer tokenizer in (QwenTokenizer[])[Load(Build()), Load(withoutNormalizer)])
+        {
+            ArgumentException e = Assert.Throws<ArgumentException>(() => tokenizer.Encode(text))!;
+            Assert.That(e.Message, Does.Contain("unpaired surrogate"));
+        }
+        Assert.That(Load(Build()).Encode("😀"), Has.Length.EqualTo(4), "a proper pair is fine");
+    }
+
     [Test]
     public void MissingImEndGivesNull()
     {
