@@ -151,6 +151,8 @@ public sealed class SyntheticTokenizerTests
         yield return Case("token outside the byte alphabet", j => j["model"]!["vocab"]!["中"] = 300, "not in the byte-level alphabet");
         yield return Case("merge without a space", j => j["model"]!["merges"]![0] = "he", "model.merges[0]");
         yield return Case("merge of three", j => j["model"]!["merges"]![1] = new JsonArray("l", "l", "o"), "model.merges[1]");
+        yield return Case("merge of an unknown token", j => j["model"]!["merges"]!.AsArray().Add("ab c"), "'ab'");
+        yield return Case("merge result not in vocab", j => j["model"]!["merges"]!.AsArray().Add("o r"), "'or'");
         yield return Case("merges missing", j => j["model"]!.AsObject().Remove("merges"), "model.merges is missing");
         yield return Case("added token without id", j => j["added_tokens"]![0]!.AsObject().Remove("id"), "added_tokens[0]");
         yield return Case("added token lstrip", j => j["added_tokens"]![1]!["lstrip"] = true, "lstrip: true");
