@@ -114,7 +114,7 @@ internal static class CodePointRegex
             else
             {
                 if (char.IsSurrogate(c))
-                    throw new NotSupportedException("a supplementary-plane literal in a pre-tokenizer regex");
+                    throw new NotSupportedException("a supplementary-plane literal is not supported");
                 result.Append(c);
                 i++;
             }
@@ -238,9 +238,9 @@ internal static class CodePointRegex
                 return i + 1;
             first = false;
             if (c == '[' || (c == '-' && i + 1 < pattern.Length && pattern[i + 1] == '['))
-                throw new NotSupportedException("nested classes or class subtraction in a pre-tokenizer regex");
+                throw new NotSupportedException("nested classes and class subtraction are not supported");
             if (char.IsSurrogate(c))
-                throw new NotSupportedException("a supplementary-plane literal in a pre-tokenizer regex class");
+                throw new NotSupportedException("a supplementary-plane literal in a class is not supported");
             if (c == '\\' && i + 1 < pattern.Length)
             {
                 if (TryParseClassEscape(pattern, i, out ClassItem item, out int end))
@@ -253,7 +253,7 @@ internal static class CodePointRegex
                 if (pattern[i + 1] == 'u' && i + 6 <= pattern.Length
                     && int.TryParse(pattern.AsSpan(i + 2, 4), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out int unit)
                     && char.IsSurrogate((char)unit))
-                    throw new NotSupportedException("a surrogate escape in a pre-tokenizer regex class");
+                    throw new NotSupportedException("a surrogate escape in a class is not supported");
                 i += 2;
                 continue;
             }
@@ -324,7 +324,7 @@ internal static class CodePointRegex
             "Po" => UnicodeCategory.OtherPunctuation,
             "Sm" => UnicodeCategory.MathSymbol, "Sc" => UnicodeCategory.CurrencySymbol, "Sk" => UnicodeCategory.ModifierSymbol,
             "So" => UnicodeCategory.OtherSymbol,
-            _ => throw new NotSupportedException($"\\p{{{name}}} in a pre-tokenizer regex (only general categories are supported)"),
+            _ => throw new NotSupportedException($"\\p{{{name}}} is not supported (only Unicode general categories are)"),
         };
         return c => c == category;
     }

@@ -47,11 +47,16 @@ public sealed class QwenTokenizer
         ArgumentNullException.ThrowIfNull(path);
         TokenizerJson json = TokenizerJson.Read(path);
 
-        int vocabSize = 0;
+        long maxId = 0;
         foreach (KeyValuePair<string, int> entry in json.Vocab)
-            vocabSize = Math.Max(vocabSize, entry.Value + 1);
+            maxId = Math.Max(maxId, entry.Value);
         foreach (KeyValuePair<string, int> entry in json.AddedTokens)
-            vocabSize = Math.Max(vocabSize, entry.Value + 1);
+            maxId = Math.Max(maxId, entry.Value);
+        // Ids index flat tables below; real vocabularies are dense, so a huge id means a damaged file.
+        int tokenCount = json.Vocab.Count + json.AddedTokens.Count;
+        if (maxId >= 2L * tokenCount + 1024)
+            throw new CheckpointException(path, $"ids go up to {maxId} for only {tokenCount} tokens");
+        int vocabSize = (int)maxId + 1;
 
         var idByToken = new Dictionary<string, int>(json.Vocab.Count + json.AddedTokens.Count, StringComparer.Ordinal);
         var tokenById = new string?[vocabSize];
@@ -104,7 +109,7 @@ public sealed class QwenTokenizer
         }
         catch (NotSupportedException e)
         {
-            throw new CheckpointException(path, $"pre_tokenizer regex uses {e.Message}, which is not supported", e);
+            throw new CheckpointException(path, $"pre_tokenizer regex: {e.Message}", e);
         }
         catch (ArgumentException e)
         {

@@ -147,6 +147,7 @@ public sealed class SyntheticTokenizerTests
         yield return Case("empty vocab", j => j["model"]!["vocab"] = new JsonObject(), "model.vocab is empty");
         yield return Case("string id", j => j["model"]!["vocab"]!["a"] = "97", "model.vocab['a']");
         yield return Case("negative id", j => j["model"]!["vocab"]!["a"] = -1, "model.vocab['a']");
+        yield return Case("huge id", j => j["model"]!["vocab"]!["zz"] = int.MaxValue, "ids go up to 2147483647");
         yield return Case("duplicate id", j => j["model"]!["vocab"]!["zz"] = 5, "gives id 5");
         yield return Case("token outside the byte alphabet", j => j["model"]!["vocab"]!["中"] = 300, "not in the byte-level alphabet");
         yield return Case("merge without a space", j => j["model"]!["merges"]![0] = "he", "model.merges[0]");
