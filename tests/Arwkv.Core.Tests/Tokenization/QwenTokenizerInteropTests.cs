@@ -93,7 +93,7 @@ public sealed class QwenTokenizerInteropTests
     public void LoadAndRunReference()
     {
         _tokenizer = QwenTokenizerFiles.Load();
-        _corpus = [.. HandWrittenCorpus, .. RandomCorpus(seed: 2025, count: 300)];
+        _corpus = [.. HandWrittenCorpus, .. RandomCorpus(seed: 2025, count: 300), .. RandomCodePointCorpus(seed: 11, count: 200)];
         (_reference, _shipped) = RunNodeEncoder(_corpus);
         Assert.That(_reference, Has.Length.EqualTo(_corpus.Count), "reference encoder returned a different number of results");
         Assert.That(_shipped, Has.Length.EqualTo(_corpus.Count), "reference encoder returned a different number of results");
@@ -179,6 +179,35 @@ public sealed class QwenTokenizerInteropTests
     private sealed record NodeResult(int[][] Shipped, int[][] HuggingFace);
 
     /// <summary>Runs encode.mjs once; returns the ids with Hugging Face's regex semantics and those of the package as shipped.</summary>
+    /// <summary>
+    /// Random strings of code points from long-assigned ranges of many scripts (so Unicode-version differences between
+    /// .NET, Node and Oniguruma stay out of it), with combining marks and conjoining jamo that NFC composes.
+    /// </summary>
+    internal static IEnumerable<string> RandomCodePointCorpus(int seed, int count)
+    {
+        (int First, int Last)[] ranges =
+        [
+            (0x20, 0x7E), (0x20, 0x7E), (0x20, 0x7E), (0xA0, 0xFF), (0x100, 0x17F), (0x300, 0x36F), (0x391, 0x3C9),
+            (0x410, 0x44F), (0x5D0, 0x5EA), (0x621, 0x64A), (0x660, 0x669), (0x905, 0x939), (0x966, 0x96F),
+            (0xE01, 0xE30), (0x1100, 0x1112), (0x1161, 0x1175), (0x11A8, 0x11C2), (0x2000, 0x200A), (0x2010, 0x2027),
+            (0x2190, 0x21FF), (0x2460, 0x249B), (0x3000, 0x3003), (0x3041, 0x3094), (0x30A1, 0x30F4), (0x4E00, 0x9FA5),
+            (0xAC00, 0xD7A3), (0xFF01, 0xFF5E), (0x1D400, 0x1D44E), (0x1D7CE, 0x1D7FF), (0x1F300, 0x1F5FF),
+            (0x1F600, 0x1F64F), (0x20000, 0x2A6D6), (0x9, 0xD), (0x9, 0xD),
+        ];
+        var random = new Random(seed);
+        for (int n = 0; n < count; n++)
+        {
+            var text = new StringBuilder();
+            int length = random.Next(1, 40);
+            for (int k = 0; k < length; k++)
+            {
+                (int first, int last) = ranges[random.Next(ranges.Length)];
+                text.Append(char.ConvertFromUtf32(random.Next(first, last + 1)));
+            }
+            yield return text.ToString();
+        }
+    }
+
     internal static (int[][] HuggingFace, int[][] Shipped) RunNodeEncoder(IReadOnlyList<string> texts)
     {
         var start = new ProcessStartInfo("node", ["encode.mjs"])
