@@ -42,11 +42,8 @@ public sealed class Qwen2Model : LanguageModel
         _mode = options.Mode;
         int c = config.HiddenSize, kv = config.KeyValueSize, f = config.IntermediateSize, v = config.VocabSize;
         _embedding = Matrix("model.embed_tokens.weight", v, c);
-        if (config.TieWordEmbeddings)
-        {
-            if (file.Contains("lm_head.weight")) _lmHead = Matrix("lm_head.weight", v, c);
-            else _lmHead = _embedding;
-        }
+        // Tied like transformers: the embedding is the output matrix even if a copy of lm_head.weight was saved.
+        if (config.TieWordEmbeddings) _lmHead = _embedding;
         else
         {
             if (!file.Contains("lm_head.weight"))

@@ -85,6 +85,21 @@ public class Qwen2ModelTests
     }
 
     [Test]
+    public void TiedCheckpointUsesTheEmbeddingEvenWithASavedLmHead()
+    {
+        var shape = new Qwen2TestShape { Tied = true, Seed = 13 };
+        var rng = new Random(1);
+        var stray = Enumerable.Range(0, shape.Vocab * shape.Hidden).Select(_ => (float)rng.NextDouble()).ToArray();
+        string dir = Write(shape, ts => ts.Append(new TensorToWrite("lm_head.weight", DType.F32, [shape.Vocab, shape.Hidden], stray)));
+        int[] tokens = Tokens(6, shape.Vocab, 2);
+        double[] expected = new Qwen2Reference(shape, Qwen2TestCheckpoint.ReadWeights(dir)).Forward(tokens);
+        using var model = Qwen2Model.Load(dir);
+        var logits = new float[tokens.Length * shape.Vocab];
+        model.Forward(tokens, model.CreateState(), logits, LogitsScope.All);
+        Assert.That(Qwen2Reference.RelativeError(logits, expected), Is.LessThan(1e-4));
+    }
+
+    [Test]
     public void LastScopeWritesTheFinalRowAndNoneOnlyAdvances()
     {
         var shape = new Qwen2TestShape();
