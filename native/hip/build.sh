@@ -27,6 +27,7 @@ for arg in "$@"; do
 done
 
 JOBS=${ARWKV_HIP_JOBS:-2}
+# Only the ARWKV_HIP_API functions of arwkv_hip.h are exported (-fvisibility=hidden hides kernels and helpers).
 BLAS=${ARWKV_HIP_BLAS:-}
 mkdir -p "$OUT/obj-$mode"
 sources=(*.hip)
@@ -69,7 +70,7 @@ if [ "$mode" = hip ]; then
     rocblas) defines+=(-DARWKV_HIP_USE_ROCBLAS); libs+=(-lrocblas) ;;
     *) echo "native/hip/build.sh: ARWKV_HIP_BLAS='$BLAS' is not valid in hip mode (use rocblas or leave unset)" >&2; exit 2 ;;
   esac
-  compile() { "$HIPCC" "${arch_flags[@]}" -std=c++17 -O3 -Wall -Wextra -Werror -fPIC "${defines[@]}" -c "$1" -o "$2"; }
+  compile() { "$HIPCC" "${arch_flags[@]}" -std=c++17 -O3 -Wall -Wextra -Werror -fPIC -fvisibility=hidden "${defines[@]}" -c "$1" -o "$2"; }
   link() { "$HIPCC" "${arch_flags[@]}" -shared -fPIC -o "$OUT/libarwkv_hip.so" "$@" "${libs[@]}"; }
   describe="hipcc for $TARGETS"
 else
@@ -85,7 +86,7 @@ else
   esac
   # -x cu: nvcc would otherwise not treat .hip files as CUDA sources. Device-side warnings are errors; the host
   # compiler is not given -Werror because it also sees nvcc's generated stubs, which we do not control.
-  compile() { "$NVCC" -x cu -std=c++17 -arch="$ARCH" -O3 -Werror all-warnings -Xcompiler -Wall,-fPIC \
+  compile() { "$NVCC" -x cu -std=c++17 -arch="$ARCH" -O3 -Werror all-warnings -Xcompiler -Wall,-fPIC,-fvisibility=hidden \
                 "${defines[@]}" -c "$1" -o "$2"; }
   link() { "$NVCC" -arch="$ARCH" -shared -Xcompiler -fPIC -o "$OUT/libarwkv_hip.so" "$@" "${libs[@]}"; }
   describe="nvcc for $ARCH"

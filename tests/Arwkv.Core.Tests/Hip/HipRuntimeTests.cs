@@ -1,3 +1,4 @@
+using System.Reflection;
 using System.Runtime.InteropServices;
 using Arwkv.Hip;
 
@@ -89,5 +90,28 @@ public class HipRuntimeTests
 
         Assert.That(loaded, Is.False);
         Assert.That(reason, Does.Contain("no GPU device is available").Or.Contain("The GPU runtime is missing"), reason);
+    }
+
+    /// <summary>
+    /// Every entry point the bindings declare is exported by the built library under that name, and the internal
+    /// helpers are not. Needs only the file (loading works without a GPU when the ROCm runtime is installed, as on CI
+    /// after the native build step).
+    /// </summary>
+    [Test]
+    public void BuiltLibrary_ExportsEveryBoundFunction()
+    {
+        string? built = HipRuntime.LibraryCandidates().FirstOrDefault(File.Exists);
+        if (built == null) Assert.Ignore("libarwkv_hip.so is not built here (run ./build.sh native)");
+        if (!NativeLibrary.TryLoad(built!, out nint handle)) Assert.Ignore($"{built} does not load here (no GPU runtime)");
+        var bound = typeof(HipRuntime).Assembly.GetType("Arwkv.Hip.NativeMethods")!
+            .GetMethods(BindingFlags.Static | BindingFlags.NonPublic)
+            .Select(m => m.Name)
+            .Where(name => name.StartsWith("arwkv_", StringComparison.Ordinal))
+            .Distinct()
+            .ToList();
+
+        Assert.That(bound, Has.Count.GreaterThan(50));
+        Assert.That(bound.Where(name => !NativeLibrary.TryGetExport(handle, name, out _)), Is.Empty, "bound but not exported");
+        Assert.That(NativeLibrary.TryGetExport(handle, "arwkv_fail", out _), Is.False, "internal helpers stay hidden");
     }
 }
