@@ -5,7 +5,8 @@
 // and adds it once per column with an atomic, so the launch uses a fixed number of blocks that stride over tokens.
 #include "common.h"
 
-__global__ void rmsnorm_forward_kernel(float* out, float* rstd, const float* inp, const float* weight, int C, float eps) {
+__global__ void rmsnorm_forward_kernel(float* out, float* rstd, const float* inp, const float* weight, int C,
+                                       float eps) {
     __shared__ float scratch[kMaxWarpsPerBlock];
     const int64_t n = blockIdx.x;
     const float* x = inp + n * C;
@@ -51,7 +52,8 @@ extern "C" int32_t arwkv_rmsnorm_forward(float* out, float* rstd, const float* i
     ARWKV_REQUIRE(N >= 0 && C > 0);
     ARWKV_REQUIRE(eps >= 0.0f);
     if (N == 0) return ARWKV_HIP_OK;
-    hipLaunchKernelGGL(rmsnorm_forward_kernel, dim3(N), dim3(256), 0, as_stream(stream), out, rstd, inp, weight, C, eps);
+    hipLaunchKernelGGL(rmsnorm_forward_kernel, dim3(N), dim3(256), 0, as_stream(stream), out, rstd, inp, weight, C,
+                       eps);
     return arwkv_check_launch("rmsnorm_forward_kernel");
 }
 
