@@ -1,7 +1,7 @@
 using Arwkv.IO;
 using KernelConvert = Arwkv.Kernels.Convert;
 
-namespace Arwkv.Tests.Kernels;
+namespace Arwkv.Tests.CpuKernels; // not "Kernels": that would shadow Arwkv.Kernels inside Arwkv.Tests.*
 
 [TestFixture]
 public class ConvertTests

@@ -1,6 +1,6 @@
 using Arwkv.Kernels;
 
-namespace Arwkv.Tests.Kernels;
+namespace Arwkv.Tests.CpuKernels; // not "Kernels": that would shadow Arwkv.Kernels inside Arwkv.Tests.*
 
 [TestFixture]
 public class KernelThreadPoolTests

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 using Arwkv.IO;
 using Arwkv.Kernels;
 
-namespace Arwkv.Tests.Kernels;
+namespace Arwkv.Tests.CpuKernels; // not "Kernels": that would shadow Arwkv.Kernels inside Arwkv.Tests.*
 
 /// <summary>A weight matrix in unmanaged memory of exactly its size, with its values widened to double.</summary>
 sealed unsafe class TestMatrix : IDisposable
