@@ -130,8 +130,7 @@ public sealed class Sampler
             return;
         }
 
-        // Nucleus over the whole vocabulary: the normalizer needs every weight, but only the head needs sorting,
-        // so sort a growing prefix until it holds top-p of the mass.
+        // Nucleus over the whole vocabulary: the normalizer needs every weight, but only the head needs sorting.
         float top = TensorPrimitives.Max(scores);
         double all = 0;
         for (int i = 0; i < vocab; i++)
