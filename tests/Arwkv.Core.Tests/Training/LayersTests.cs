@@ -22,6 +22,39 @@ public class LayersTests
                 Assert.That(y[i * outF + o], Is.EqualTo(Enumerable.Range(0, inF).Sum(j => x[i * inF + j] * w[o * inF + j])).Within(1e-12));
     }
 
+    [TestCase(1, 1, 1)]
+    [TestCase(7, 19, 5)]
+    [TestCase(13, 37, 33)]
+    [TestCase(64, 70, 9)]
+    public void FastLinearMatchesNaiveTwin(int n, int inF, int outF)
+    {
+        var rng = new Random(n * 1000 + inF);
+        float[] x = GradCheck.Random(rng, n * inF, -1, 1).Select(v => (float)v).ToArray();
+        float[] w = GradCheck.Random(rng, outF * inF, -1, 1).Select(v => (float)v).ToArray();
+        float[] dy = GradCheck.Random(rng, n * outF, -1, 1).Select(v => (float)v).ToArray();
+        float[] start = GradCheck.Random(rng, Math.Max(n * inF, outF * inF), -1, 1).Select(v => (float)v).ToArray();
+        void Same(float[] fast, float[] naive, string what) =>
+            Assert.That(fast, Is.EqualTo(naive).Within(1e-4f), what);
+
+        float[] y1 = new float[n * outF], y2 = new float[n * outF];
+        Linear.Forward<float>(y1, x, w, n, inF, outF);
+        Linear.ForwardNaive<float>(y2, x, w, n, inF, outF);
+        Same(y1, y2, "forward");
+        float[] dx1 = start[..(n * inF)], dx2 = start[..(n * inF)], dw1 = start[..(outF * inF)], dw2 = start[..(outF * inF)];
+        Linear.Backward<float>(dx1, dw1, dy, x, w, n, inF, outF);
+        Linear.BackwardNaive<float>(dx2, dw2, dy, x, w, n, inF, outF);
+        Same(dx1, dx2, "dx"); Same(dw1, dw2, "dw");
+
+        // The same shapes read as W [in, out].
+        Linear.ForwardInOut<float>(y1, x, w, n, inF, outF);
+        Linear.ForwardInOutNaive<float>(y2, x, w, n, inF, outF);
+        Same(y1, y2, "forward in-out");
+        dx1 = start[..(n * inF)]; dx2 = start[..(n * inF)]; dw1 = start[..(outF * inF)]; dw2 = start[..(outF * inF)];
+        Linear.BackwardInOut<float>(dx1, dw1, dy, x, w, n, inF, outF);
+        Linear.BackwardInOutNaive<float>(dx2, dw2, dy, x, w, n, inF, outF);
+        Same(dx1, dx2, "dx in-out"); Same(dw1, dw2, "dw in-out");
+    }
+
     [Test]
     public void LinearInOutBackwardMatchesFiniteDifferences()
     {
