@@ -1,4 +1,5 @@
 using System.Numerics;
+using Arwkv.Training.Layers;
 
 namespace Arwkv.Training;
 
@@ -44,7 +45,18 @@ internal sealed class AdamW<TF> where TF : unmanaged, IBinaryFloatingPointIeee75
         Options = options ?? new AdamWOptions();
         m = new double[parameters.Count];
         v = new double[parameters.Count];
+        // Work items: tensors cut into pieces of at most ChunkSize, so that big and small tensors balance over cores.
+        var list = new List<(int, int, ParameterTensor)>();
+        foreach (var t in parameters.Tensors)
+            for (int start = 0; start < t.Length; start += ChunkSize)
+                list.Add((t.Offset + start, Math.Min(ChunkSize, t.Length - start), t));
+        chunks = [.. list];
+        partialNorms = new double[chunks.Length];
     }
+
+    private const int ChunkSize = 1 << 15;
+    private readonly (int Offset, int Length, ParameterTensor Tensor)[] chunks;
+    private readonly double[] partialNorms;
 
     public AdamWOptions Options { get; }
     public int StepCount { get; private set; }
@@ -52,17 +64,22 @@ internal sealed class AdamW<TF> where TF : unmanaged, IBinaryFloatingPointIeee75
     /// <summary>Global L2 norm of the unfrozen gradients.</summary>
     public double GradientNorm()
     {
-        double sum = 0;
-        foreach (var t in parameters.Tensors)
+        double[] partial = partialNorms;
+        Array.Clear(partial);
+        TF[] grad = parameters.Grad;
+        Work.For(chunks.Length, ChunkSize, i =>
         {
-            if (t.Frozen) continue;
-            for (int i = t.Offset; i < t.Offset + t.Length; i++)
+            (int offset, int length, ParameterTensor tensor) = chunks[i];
+            if (tensor.Frozen) return;
+            double sum = 0;
+            for (int j = offset; j < offset + length; j++)
             {
-                double g = double.CreateTruncating(parameters.Grad[i]);
+                double g = double.CreateTruncating(grad[j]);
                 sum += g * g;
             }
-        }
-        return Math.Sqrt(sum);
+            partial[i] = sum;
+        });
+        return Math.Sqrt(partial.Sum());
     }
 
     /// <summary>One update at learning rate <paramref name="lr"/>; returns the gradient norm before clipping.</summary>
@@ -71,23 +88,25 @@ internal sealed class AdamW<TF> where TF : unmanaged, IBinaryFloatingPointIeee75
         double norm = GradientNorm();
         double clip = Options.ClipNorm > 0 && norm > Options.ClipNorm ? Options.ClipNorm / norm : 1;
         StepCount++;
-        double b1 = Options.Beta1, b2 = Options.Beta2;
+        double b1 = Options.Beta1, b2 = Options.Beta2, eps = Options.Eps, weightDecay = Options.WeightDecay;
         double c1 = 1 - Math.Pow(b1, StepCount), c2 = 1 - Math.Pow(b2, StepCount);
         TF[] data = parameters.Data, grad = parameters.Grad;
-        foreach (var t in parameters.Tensors)
+        double[] m1 = m, m2 = v;
+        Work.For(chunks.Length, ChunkSize * 8, i =>
         {
-            if (t.Frozen) continue;
-            double decay = t.Decay ? 1 - lr * Options.WeightDecay : 1;
-            for (int i = t.Offset; i < t.Offset + t.Length; i++)
+            (int offset, int length, ParameterTensor tensor) = chunks[i];
+            if (tensor.Frozen) return;
+            double decay = tensor.Decay ? 1 - lr * weightDecay : 1;
+            for (int j = offset; j < offset + length; j++)
             {
-                double g = double.CreateTruncating(grad[i]) * clip;
-                m[i] = b1 * m[i] + (1 - b1) * g;
-                v[i] = b2 * v[i] + (1 - b2) * g * g;
-                double p = double.CreateTruncating(data[i]) * decay;
-                p -= lr * (m[i] / c1) / (Math.Sqrt(v[i] / c2) + Options.Eps);
-                data[i] = TF.CreateTruncating(p);
+                double g = double.CreateTruncating(grad[j]) * clip;
+                m1[j] = b1 * m1[j] + (1 - b1) * g;
+                m2[j] = b2 * m2[j] + (1 - b2) * g * g;
+                double p = double.CreateTruncating(data[j]) * decay;
+                p -= lr * (m1[j] / c1) / (Math.Sqrt(m2[j] / c2) + eps);
+                data[j] = TF.CreateTruncating(p);
             }
-        }
+        });
         return norm;
     }
 }

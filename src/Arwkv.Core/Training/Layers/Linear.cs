@@ -102,7 +102,7 @@ internal static unsafe class Linear
         fixed (TF* py = y, px = x, pw = w)
         {
             TF* yp = py, xp = px, wp = pw;
-            Work.For(n, row =>
+            Work.For(n, (long)inFeatures * outFeatures, row =>
             {
                 var xr = new ReadOnlySpan<TF>(xp + (long)row * inFeatures, inFeatures);
                 TF* yr = yp + (long)row * outFeatures;
@@ -123,7 +123,7 @@ internal static unsafe class Linear
             TF* dxp = pdx, dwp = pdw, dyp = pdy, xp = px, wp = pw;
             if (!dx.IsEmpty)
             {
-                Work.For(n, row =>
+                Work.For(n, (long)inFeatures * outFeatures, row =>
                 {
                     var dxr = new Span<TF>(dxp + (long)row * inFeatures, inFeatures);
                     TF* dyr = dyp + (long)row * outFeatures;
@@ -134,7 +134,7 @@ internal static unsafe class Linear
             }
             if (!dw.IsEmpty)
             {
-                Work.For(outFeatures, o =>
+                Work.For(outFeatures, (long)n * inFeatures, o =>
                 {
                     var dwr = new Span<TF>(dwp + (long)o * inFeatures, inFeatures);
                     for (int row = 0; row < n; row++)
@@ -156,7 +156,7 @@ internal static unsafe class Linear
         fixed (TF* py = y, px = x, pw = w)
         {
             TF* yp = py, xp = px, wp = pw;
-            Work.For(n, row =>
+            Work.For(n, (long)inFeatures * outFeatures, row =>
             {
                 var yr = new Span<TF>(yp + (long)row * outFeatures, outFeatures);
                 yr.Clear();
@@ -179,7 +179,7 @@ internal static unsafe class Linear
             TF* dxp = pdx, dwp = pdw, dyp = pdy, xp = px, wp = pw;
             if (!dx.IsEmpty)
             {
-                Work.For(n, row =>
+                Work.For(n, (long)inFeatures * outFeatures, row =>
                 {
                     TF* dxr = dxp + (long)row * inFeatures;
                     var dyr = new ReadOnlySpan<TF>(dyp + (long)row * outFeatures, outFeatures);
@@ -189,7 +189,7 @@ internal static unsafe class Linear
             }
             if (!dw.IsEmpty)
             {
-                Work.For(inFeatures, i =>
+                Work.For(inFeatures, (long)n * outFeatures, i =>
                 {
                     var dwr = new Span<TF>(dwp + (long)i * outFeatures, outFeatures);
                     for (int row = 0; row < n; row++)

@@ -16,7 +16,7 @@ internal static unsafe class RowDot
         where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
     {
         int blocks = (rows + 3) / 4;
-        Work.For(blocks, block =>
+        Work.For(blocks, 4L * cols * depth, block =>
         {
             int r0 = block * 4, count = Math.Min(4, rows - r0);
             if (count == 4)
@@ -80,7 +80,7 @@ internal static unsafe class RowDot
     {
         const int tile = 32;
         int tilesR = (rows + tile - 1) / tile;
-        Work.For(tilesR, tr =>
+        Work.For(tilesR, 32L * cols, tr =>
         {
             int r0 = tr * tile, r1 = Math.Min(rows, r0 + tile);
             for (int c0 = 0; c0 < cols; c0 += tile)

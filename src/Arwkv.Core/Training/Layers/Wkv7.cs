@@ -57,7 +57,7 @@ internal static unsafe class Wkv7
         {
             TF* yp = py, cpp = pcp, stp = pst, rp = pr, wp = pw, kp = pk, vp = pv, ap = pa, bp = pb, s0p = ps0;
             byte* mp = pm;
-            Work.For(batch * heads, job =>
+            Work.For(batch * heads, 4L * seqLen * n * n, job =>
             {
                 int b = job / heads, h = job % heads;
                 // 16 KiB for N = 64 in float32: the working state lives on the worker's stack, not the heap.
@@ -124,7 +124,7 @@ internal static unsafe class Wkv7
             TF* drp = pdr, dwp = pdw, dkp = pdk, dvp = pdv, dap = pda, dbp = pdb, ds0p = pds0, dyp = pdy, cpp = pcp;
             TF* rp = pr, wp = pw, kp = pk, vp = pv, ap = pa, bp = pb, scrp = pscr;
             byte* mp = pm;
-            Work.For(batch * heads, job =>
+            Work.For(batch * heads, 4L * seqLen * n * n, job =>
             {
                 int b = job / heads, h = job % heads;
                 TF* dS = scrp + job * perJob;
