@@ -257,6 +257,14 @@ internal sealed class ArwkvStudent<TF> where TF : unmanaged, IBinaryFloatingPoin
         return Logits;
     }
 
+    /// <summary>Copies <paramref name="dlogits"/> [B, T, V] into <see cref="DLogits"/> and runs <see cref="Backward()"/>.</summary>
+    public void Backward(ReadOnlySpan<TF> dlogits)
+    {
+        if (dlogits.Length != DLogits.Length) throw new ArgumentException($"dlogits has {dlogits.Length} values, expected {DLogits.Length}");
+        dlogits.CopyTo(DLogits);
+        Backward();
+    }
+
     /// <summary>Adds the gradients of the loss whose logit gradient is in <see cref="DLogits"/> into <see cref="ParameterSet{TF}.Grad"/>.</summary>
     public void Backward()
     {
