@@ -13,7 +13,7 @@ internal sealed record LoraRanks(int Decay = 64, int Iclr = 64, int Value = 32, 
 /// RWKV-7 time mixes, with every parameter named and shaped as in the Hugging Face checkpoint (ARWKV.md section 3)
 /// and a gradient buffer of the same layout. Activations are planned once for [maxBatch, maxSeqLen]; a step
 /// allocates nothing. Usage: <see cref="Forward"/> (logits), a loss from <see cref="Losses"/> and its backward
-/// into <see cref="DLogits"/>, <see cref="Backward"/>, then <see cref="AdamW{TF}.Step"/>. Stage 1 uses
+/// into <see cref="DLogits"/>, <see cref="Backward()"/>, then <see cref="AdamW{TF}.Step"/>. Stage 1 uses
 /// <see cref="ForwardAlignment"/>/<see cref="BackwardAlignment"/> instead.
 /// </summary>
 internal sealed class ArwkvStudent<TF> where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
@@ -93,7 +93,7 @@ internal sealed class ArwkvStudent<TF> where TF : unmanaged, IBinaryFloatingPoin
     /// <summary>Logits [B, T, V] of the last <see cref="Forward"/>.</summary>
     public Span<TF> Logits => logits.AsSpan(0, batch * seqLen * Config.VocabSize);
 
-    /// <summary>The loss gradient [B, T, V] that <see cref="Backward"/> reads; losses add into it, Forward clears it.</summary>
+    /// <summary>The loss gradient [B, T, V] that <see cref="Backward()"/> reads; losses add into it, Forward clears it.</summary>
     public Span<TF> DLogits => dLogits.AsSpan(0, batch * seqLen * Config.VocabSize);
 
     /// <summary>Output of layer <paramref name="layer"/>'s time mix [B, T, C] from the last forward (stage 1: the student's attention output).</summary>
