@@ -257,3 +257,38 @@ public class ArwkvStudentTimings
         TestContext.Out.WriteLine($"C=256 L=4 T=128 B=4 F=768 V=260 ({student.Parameters.Count} params): forward {fwd / 5:F0} ms, backward {bwd / 5:F0} ms, AdamW {upd / 5:F0} ms per step");
     }
 }
+
+public class TimeMixTimings
+{
+    [Test, Explicit("timing, run by hand in Release")]
+    public void TimeMixC256T128B4()
+    {
+        var shape = new TimeMixShape(256, 64, 64, 64, 32, 128, true);
+        const int b = 4, t = 128, n = b * t;
+        var rng = new Random(1);
+        var p = TimeMixWeights<float>.Allocate(shape);
+        foreach (var (_, data) in p.Named()) { var s = data.Span; for (int i = 0; i < s.Length; i++) s[i] = (float)(rng.NextDouble() - 0.5) * 0.2f; }
+        var g = TimeMixWeights<float>.Allocate(shape);
+        float[] x = Enumerable.Range(0, n * 256).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        var act = new TimeMixActivations<float>(shape, b, t);
+        var scratch = new TimeMixScratch<float>(shape, b, t);
+        float[] dx = new float[n * 256], dvf = new float[n * 256];
+        var sw = new System.Diagnostics.Stopwatch();
+        double tf = 0, tb = 0, tw = 0, twb = 0, tl = 0;
+        for (int rep = 0; rep < 4; rep++)
+        {
+            sw.Restart(); TimeMix.Forward<float>(act, p, x, x, [], b, t, false); double a1 = sw.Elapsed.TotalMilliseconds;
+            TimeMix.Backward<float>(g, dx, dvf, scratch, x, [], act, p, x, x, [], b, t, false); double a2 = sw.Elapsed.TotalMilliseconds;
+            Wkv7.Forward<float>(act.YWkv, act.Checkpoints, Span<float>.Empty, act.R, act.Decay, act.KF, act.V, act.AA, act.BB, [], [], b, t, 4, 64);
+            double a3 = sw.Elapsed.TotalMilliseconds;
+            Wkv7.Backward<float>(scratch.DR, scratch.DDecay, scratch.DKF, scratch.DV, scratch.DAA, scratch.DBB, Span<float>.Empty, x, act.Checkpoints,
+                act.R, act.Decay, act.KF, act.V, act.AA, act.BB, [], scratch.Wkv, b, t, 4, 64);
+            double a4 = sw.Elapsed.TotalMilliseconds;
+            Linear.Forward<float>(act.R, act.XR, p.WR.Span, n, 256, 256);
+            double a5 = sw.Elapsed.TotalMilliseconds;
+
+            if (rep > 0) { tf += a1; tb += a2 - a1; tw += a3 - a2; twb += a4 - a3; tl += a5 - a4; }
+        }
+        TestContext.Out.WriteLine($"time mix forward {tf / 3:F1} ms, backward {tb / 3:F1} ms; wkv7 forward {tw / 3:F1} ms, backward {twb / 3:F1} ms; one CxC linear {tl / 3:F1} ms");
+    }
+}

@@ -65,6 +65,7 @@ internal sealed class TimeMixActivations<TF> where TF : unmanaged, IBinaryFloati
     public readonly TimeMixShape Shape;
     public readonly int MaxBatch, MaxSeqLen;
     public readonly int[] PrevIndex;                                 // [B*T] row of the previous real token, -1 if none
+    public readonly TF[] Shift;                                      // [B*T, C] x_prev - x
     public readonly TF[] XR, XW, XK, XV, XA, XG;                     // [B*T, C] lerped inputs
     public readonly TF[] R, K, VRaw, V;                              // [B*T, C] projections; V after value residual
     public readonly TF[] HW, WSig, Decay;                            // [B*T, Dw] tanh hidden; [B*T, C] sigmoid(z), decay
@@ -82,6 +83,7 @@ internal sealed class TimeMixActivations<TF> where TF : unmanaged, IBinaryFloati
         int n = maxBatch * maxSeqLen, c = shape.Channels;
         TF[] Rows(int width) => new TF[n * width];
         PrevIndex = new int[n];
+        Shift = Rows(c);
         XR = Rows(c); XW = Rows(c); XK = Rows(c); XV = Rows(c); XA = Rows(c); XG = shape.HasGate ? Rows(c) : [];
         R = Rows(c); K = Rows(c); VRaw = Rows(c); V = Rows(c);
         HW = Rows(shape.DecayRank); WSig = Rows(c); Decay = Rows(c);
@@ -145,17 +147,16 @@ internal static class TimeMix
         for (int row = 0; row < n; row++)
         {
             int prev = act.PrevIndex[row];
-            for (int j = 0; j < c; j++)
-            {
-                int at = row * c + j;
-                TF xj = x[at], d = (prev >= 0 ? x[prev * c + j] : TF.Zero) - xj;
-                act.XR[at] = xj + d * xr[j];
-                act.XW[at] = xj + d * xw[j];
-                act.XK[at] = xj + d * xk[j];
-                act.XV[at] = xj + d * xv[j];
-                act.XA[at] = xj + d * xa[j];
-                if (s.HasGate) act.XG[at] = xj + d * xg[j];
-            }
+            ReadOnlySpan<TF> xRow = x.Slice(row * c, c);
+            Span<TF> d = act.Shift.AsSpan(row * c, c);
+            if (prev >= 0) TensorPrimitives.Subtract(x.Slice(prev * c, c), xRow, d);
+            else TensorPrimitives.Negate(xRow, d);
+            TensorPrimitives.MultiplyAdd(d, xr, xRow, act.XR.AsSpan(row * c, c));
+            TensorPrimitives.MultiplyAdd(d, xw, xRow, act.XW.AsSpan(row * c, c));
+            TensorPrimitives.MultiplyAdd(d, xk, xRow, act.XK.AsSpan(row * c, c));
+            TensorPrimitives.MultiplyAdd(d, xv, xRow, act.XV.AsSpan(row * c, c));
+            TensorPrimitives.MultiplyAdd(d, xa, xRow, act.XA.AsSpan(row * c, c));
+            if (s.HasGate) TensorPrimitives.MultiplyAdd(d, xg, xRow, act.XG.AsSpan(row * c, c));
         }
 
         Linear.Forward<TF>(act.R, act.XR, p.WR.Span, n, c, c);
@@ -167,15 +168,11 @@ internal static class TimeMix
         TensorPrimitives.Tanh<TF>(act.HW.AsSpan(0, n * s.DecayRank), act.HW);
         Linear.ForwardInOut<TF>(act.Decay, act.HW, p.W2.Span, n, s.DecayRank, c);
         TF scale = TF.CreateTruncating(DecayScale);
-        ReadOnlySpan<TF> w0 = p.W0.Span;
-        for (int row = 0; row < n; row++)
-            for (int j = 0; j < c; j++)
-            {
-                int at = row * c + j;
-                TF sig = Sigmoid(w0[j] + act.Decay[at]);
-                act.WSig[at] = sig;
-                act.Decay[at] = TF.Exp(-scale * sig);
-            }
+        AddRowVector<TF>(act.Decay, p.W0.Span, n, c);
+        int nc = n * c;
+        TensorPrimitives.Sigmoid<TF>(act.Decay.AsSpan(0, nc), act.WSig);
+        TensorPrimitives.Multiply<TF>(act.WSig.AsSpan(0, nc), -scale, act.Decay);
+        TensorPrimitives.Exp<TF>(act.Decay.AsSpan(0, nc), act.Decay);
 
         // Value residual: layers after the first pull v toward layer 0's v.
         if (firstLayer)
@@ -186,30 +183,23 @@ internal static class TimeMix
         {
             Linear.ForwardInOut<TF>(act.HV, act.XV, p.V1.Span, n, c, s.ValueRank);
             Linear.ForwardInOut<TF>(act.VMix, act.HV, p.V2.Span, n, s.ValueRank, c);
-            ReadOnlySpan<TF> v0 = p.V0.Span;
-            for (int row = 0; row < n; row++)
-                for (int j = 0; j < c; j++)
-                {
-                    int at = row * c + j;
-                    TF mix = Sigmoid(v0[j] + act.VMix[at]);
-                    act.VMix[at] = mix;
-                    act.V[at] = act.VRaw[at] + (vFirst[at] - act.VRaw[at]) * mix;
-                }
+            AddRowVector<TF>(act.VMix, p.V0.Span, n, c);
+            TensorPrimitives.Sigmoid<TF>(act.VMix.AsSpan(0, nc), act.VMix);
+            TensorPrimitives.Subtract<TF>(vFirst.Slice(0, nc), act.VRaw.AsSpan(0, nc), act.V);
+            TensorPrimitives.MultiplyAdd<TF>(act.V.AsSpan(0, nc), act.VMix.AsSpan(0, nc), act.VRaw.AsSpan(0, nc), act.V);
         }
 
         // a = sigmoid(a0 + (x_a a1) a2)
         Linear.ForwardInOut<TF>(act.HA, act.XA, p.A1.Span, n, c, s.IclrRank);
         Linear.ForwardInOut<TF>(act.A, act.HA, p.A2.Span, n, s.IclrRank, c);
-        ReadOnlySpan<TF> a0 = p.A0.Span;
-        for (int row = 0; row < n; row++)
-            for (int j = 0; j < c; j++) act.A[row * c + j] = Sigmoid(a0[j] + act.A[row * c + j]);
+        AddRowVector<TF>(act.A, p.A0.Span, n, c);
+        TensorPrimitives.Sigmoid<TF>(act.A.AsSpan(0, nc), act.A);
 
         // g = sigmoid(x_g g1) g2
         if (s.HasGate)
         {
             Linear.ForwardInOut<TF>(act.HG, act.XG, p.G1.Span, n, c, s.GateRank);
-            Span<TF> hg = act.HG.AsSpan(0, n * s.GateRank);
-            for (int i = 0; i < hg.Length; i++) hg[i] = Sigmoid(hg[i]);
+            TensorPrimitives.Sigmoid<TF>(act.HG.AsSpan(0, n * s.GateRank), act.HG);
             Linear.ForwardInOut<TF>(act.G, act.HG, p.G2.Span, n, s.GateRank, c);
         }
 
@@ -218,30 +208,23 @@ internal static class TimeMix
         TF eps = TF.CreateTruncating(KkEps);
         for (int row = 0; row < n; row++)
         {
+            TensorPrimitives.Multiply(act.K.AsSpan(row * c, c), kkScale, act.KkUnit.AsSpan(row * c, c));
             for (int h = 0; h < heads; h++)
             {
-                int at = row * c + h * hs;
-                TF sum = TF.Zero;
-                for (int j = 0; j < hs; j++)
-                {
-                    TF t = act.K[at + j] * kkScale[h * hs + j];
-                    act.KkUnit[at + j] = t;
-                    sum += t * t;
-                }
-                TF norm = TF.Sqrt(sum);
+                Span<TF> unit = act.KkUnit.AsSpan(row * c + h * hs, hs);
+                TF norm = TensorPrimitives.Norm<TF>(unit);
                 act.KkNorm[row * heads + h] = norm;
-                TF inv = TF.One / TF.Max(norm, eps);
-                for (int j = 0; j < hs; j++) act.KkUnit[at + j] *= inv;
+                TensorPrimitives.Divide(unit, TF.Max(norm, eps), unit);
             }
-            for (int j = 0; j < c; j++)
-            {
-                int at = row * c + j;
-                TF a = act.A[at], kk = act.KkUnit[at];
-                act.KF[at] = act.K[at] * (TF.One + (a - TF.One) * ka[j]);
-                act.AA[at] = -kk;
-                act.BB[at] = kk * a;
-            }
+            // kf = k + k * (a - 1) * k_a, built in KF
+            Span<TF> kf = act.KF.AsSpan(row * c, c);
+            ReadOnlySpan<TF> aRow = act.A.AsSpan(row * c, c), kRow = act.K.AsSpan(row * c, c);
+            TensorPrimitives.Subtract(aRow, TF.One, kf);
+            TensorPrimitives.Multiply(kf, ka, kf);
+            TensorPrimitives.MultiplyAdd(kRow, kf, kRow, kf);
         }
+        TensorPrimitives.Negate<TF>(act.KkUnit.AsSpan(0, nc), act.AA);
+        TensorPrimitives.Multiply<TF>(act.KkUnit.AsSpan(0, nc), act.A.AsSpan(0, nc), act.BB);
 
         Wkv7.Forward<TF>(act.YWkv, act.Checkpoints, Span<TF>.Empty, act.R, act.Decay, act.KF, act.V, act.AA, act.BB,
             mask, ReadOnlySpan<TF>.Empty, batch, seqLen, heads, hs);
@@ -251,14 +234,20 @@ internal static class TimeMix
         for (int row = 0; row < n; row++)
         {
             bool real = mask.IsEmpty || mask[row] != 0;
+            if (!real)
+            {
+                act.Y.AsSpan(row * c, c).Clear();
+                act.Bonus.AsSpan(row * heads, heads).Clear();
+                continue;
+            }
+            Span<TF> rkf = act.Y.AsSpan(row * c, c);   // r * kf, overwritten below head by head
+            TensorPrimitives.Multiply(act.R.AsSpan(row * c, c), act.KF.AsSpan(row * c, c), rkf);
             for (int h = 0; h < heads; h++)
             {
                 int at = row * c + h * hs;
-                TF bonus = TF.Zero;
-                if (real)
-                    for (int j = 0; j < hs; j++) bonus += act.R[at + j] * act.KF[at + j] * rk[h * hs + j];
+                TF bonus = TensorPrimitives.Dot(act.Y.AsSpan(at, hs), rk.Slice(h * hs, hs));
                 act.Bonus[row * heads + h] = bonus;
-                for (int j = 0; j < hs; j++) act.Y[at + j] = real ? act.YWkv[at + j] + bonus * act.V[at + j] : TF.Zero;
+                TensorPrimitives.MultiplyAdd(act.V.AsSpan(at, hs), bonus, act.YWkv.AsSpan(at, hs), act.Y.AsSpan(at, hs));
             }
         }
 
@@ -449,6 +438,13 @@ internal static class TimeMix
         }
     }
 
+    // rows [N, C] += vector [C] on every row
+    private static void AddRowVector<TF>(Span<TF> rows, ReadOnlySpan<TF> vector, int n, int c)
+        where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
+    {
+        for (int row = 0; row < n; row++) TensorPrimitives.Add<TF>(rows.Slice(row * c, c), vector, rows.Slice(row * c, c));
+    }
+
     // sums [C] += column sums of rows [N, C]
     private static void ColumnSums<TF>(Span<TF> sums, ReadOnlySpan<TF> rows, int n, int c)
         where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
@@ -456,5 +452,4 @@ internal static class TimeMix
         for (int row = 0; row < n; row++) TensorPrimitives.Add<TF>(sums, rows.Slice(row * c, c), sums);
     }
 
-    private static TF Sigmoid<TF>(TF z) where TF : unmanaged, IBinaryFloatingPointIeee754<TF> => TF.One / (TF.One + TF.Exp(-z));
 }
