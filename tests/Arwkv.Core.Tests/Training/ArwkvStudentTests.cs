@@ -68,6 +68,44 @@ public class ArwkvStudentTests
     }
 
     [Test]
+    public void Float32StudentMatchesFloat64()
+    {
+        // The float32 path (SIMD kernels, C = 64 = one head of ARWKV's size) against the float64 one on the same weights.
+        var config = new ArwkvConfig { HiddenSize = 64, NumLayers = 2, IntermediateSize = 40, VocabSize = 19 };
+        const int b = 2, t = 20;
+        var ranks = new LoraRanks(8, 8, 4, 8);
+        var s64 = new ArwkvStudent<double>(config, b, t, ranks);
+        var s32 = new ArwkvStudent<float>(config, b, t, ranks);
+        var rng = new Random(4);
+        Randomize(s64.Parameters, rng);
+        for (int i = 0; i < s64.Parameters.Data.Length; i++)
+        {
+            s64.Parameters.Data[i] = (float)s64.Parameters.Data[i];
+            s32.Parameters.Data[i] = (float)s64.Parameters.Data[i];
+        }
+        int[] tokens = Enumerable.Range(0, b * t).Select(_ => rng.Next(config.VocabSize)).ToArray();
+        int[] targets = tokens.Select(x => (x + 1) % config.VocabSize).ToArray();
+        byte[] mask = Enumerable.Range(0, b * t).Select(i => (byte)(i % t < 17 ? 1 : 0)).ToArray();
+        double[] l64 = s64.Forward(tokens, mask, b, t).ToArray();
+        float[] l32 = s32.Forward(tokens, mask, b, t).ToArray();
+        double scale = l64.Max(Math.Abs);
+        for (int i = 0; i < l64.Length; i++) Assert.That(l32[i], Is.EqualTo(l64[i]).Within(1e-4 * scale), $"logit {i}");
+
+        Losses.CrossEntropyBackward<double>(s64.DLogits, s64.Logits, targets, mask, 1, new double[config.VocabSize], b * t, config.VocabSize);
+        Losses.CrossEntropyBackward<float>(s32.DLogits, s32.Logits, targets, mask, 1, new float[config.VocabSize], b * t, config.VocabSize);
+        s64.Backward();
+        s32.Backward();
+        foreach (var p in s64.Parameters.Tensors)
+        {
+            var g64 = s64.Parameters.Grad.AsSpan(p.Offset, p.Length);
+            var g32 = s32.Parameters.Grad.AsSpan(p.Offset, p.Length);
+            double max = 0;
+            for (int i = 0; i < g64.Length; i++) max = Math.Max(max, Math.Abs(g64[i]));
+            for (int i = 0; i < g64.Length; i++) Assert.That(g32[i], Is.EqualTo(g64[i]).Within(1e-3 * max + 1e-9), $"{p.Name}[{i}]");
+        }
+    }
+
+    [Test]
     public void AlignmentGradientMatchesFiniteDifferences()
     {
         const int b = 2, t = 5;

@@ -451,5 +451,4 @@ internal static class TimeMix
     {
         for (int row = 0; row < n; row++) TensorPrimitives.Add<TF>(sums, rows.Slice(row * c, c), sums);
     }
-
 }
