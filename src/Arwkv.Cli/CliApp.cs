@@ -40,6 +40,7 @@ internal static partial class CliApp
         root.Subcommands.Add(GenerateCommand(host));
         root.Subcommands.Add(ChatCommand(host));
         root.Subcommands.Add(Commands.ConvertCommand.Create());
+        root.Subcommands.Add(Commands.MakeRandomCommand.Create());
         root.Subcommands.Add(DemoCommand());
         return root;
     }
