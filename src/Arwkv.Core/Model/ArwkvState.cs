@@ -44,7 +44,7 @@ public sealed class ArwkvState : ModelState
     /// <summary>Per layer, the last token's normed time-mix input [C].</summary>
     internal float[][] Shift { get; }
 
-    /// <summary>Per layer, the WKV state [H, N(value), N(key)].</summary>
+    /// <summary>Per layer, the WKV state [H, N(key j), N(value i)]: each head stored transposed (see Wkv7).</summary>
     internal float[][] Wkv { get; }
 
     internal bool Matches(ArwkvConfig c) =>
