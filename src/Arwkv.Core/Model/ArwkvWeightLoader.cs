@@ -40,7 +40,7 @@ internal sealed class ArwkvWeightLoader(SafeTensorsCheckpoint checkpoint, ArwkvC
     public float[] Vector(string name, int length, string why)
     {
         TensorInfo info = Info(name);
-        bool ok = info.Shape[^1] == length && info.Shape.Take(info.Shape.Length - 1).All(d => d == 1) && info.Shape.Length is >= 1 and <= 3;
+        bool ok = info.Shape.Length is >= 1 and <= 3 && info.Shape[^1] == length && info.Shape[..^1].All(d => d == 1);
         if (!ok) throw Misshaped(name, info, $"[{length}] or [1, 1, {length}]", why);
         return Finite(name, checkpoint.ReadFloat32(name));
     }
@@ -63,7 +63,7 @@ internal sealed class ArwkvWeightLoader(SafeTensorsCheckpoint checkpoint, ArwkvC
             throw Misshaped(aName, a, $"[{C}, rank]", "hidden_size");
         int rank = checked((int)a.Shape[1]);
         if (_ranks.TryGetValue(down, out int expected) && expected != rank)
-            throw Misshaped(aName, a, $"[{C}, {expected}]", $"the rank of the first layer's {down}, hidden_size");
+            throw Misshaped(aName, a, $"[{C}, {expected}]", $"the {down} rank of the first layer, hidden_size");
         _ranks[down] = rank;
         float[] aData = Finite(aName, checkpoint.ReadFloat32(aName));
         float[] bData = Small(bName, [rank, C], $"the rank of {down}, hidden_size");
@@ -120,8 +120,8 @@ internal sealed class ArwkvWeightLoader(SafeTensorsCheckpoint checkpoint, ArwkvC
     private TensorInfo Info(string name) => checkpoint.GetInfo(name);
 
     private CheckpointException Misshaped(string name, TensorInfo info, string expected, string why) =>
-        new(checkpoint.FileOf(name).Path, $"tensor '{name}' has shape {info.ShapeText}, expected {expected} (from config.json: {why} " +
-            $"= hidden_size {config.HiddenSize}, intermediate_size {config.IntermediateSize}, vocab_size {config.VocabSize}, head_size {config.HeadSize})");
+        new(checkpoint.FileOf(name).Path, $"tensor '{name}' has shape {info.ShapeText}, expected {expected} (from {why}; config.json has " +
+            $"hidden_size {config.HiddenSize}, intermediate_size {config.IntermediateSize}, vocab_size {config.VocabSize}, head_size {config.HeadSize})");
 
     private float[] Finite(string name, float[] values)
     {
