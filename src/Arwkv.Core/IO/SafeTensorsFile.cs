@@ -74,7 +74,15 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         long length = new FileInfo(path).Length;
         if (length < 8) throw new CheckpointException(path, $"truncated: {length} bytes, shorter than the 8-byte header length");
 
-        MemoryMappedFile map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        MemoryMappedFile map;
+        try
+        {
+            map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CheckpointException(path, "cannot be opened: " + e.Message, e);
+        }
         MemoryMappedViewAccessor? view = null;
         try
         {
@@ -107,12 +115,15 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         long dataStart = 8 + (long)headerLength;
         long dataLength = fileLength - dataStart;
 
+        // JsonDocument accepts invalid UTF-8 inside strings and only fails when a name is read; check up front.
+        if (!System.Text.Unicode.Utf8.IsValid(file.Slice(8, (int)headerLength)))
+            throw new CheckpointException(path, "header is not valid JSON: it is not valid UTF-8");
         JsonDocument doc;
         try
         {
             doc = JsonDocument.Parse(file.Slice(8, (int)headerLength).ToArray());
         }
-        catch (JsonException e)
+        catch (Exception e) when (e is JsonException or ArgumentException)
         {
             throw new CheckpointException(path, "header is not valid JSON: " + e.Message, e);
         }
@@ -123,16 +134,27 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
                 throw new CheckpointException(path, "header is not a JSON object");
+            // System.Text.Json lets duplicate keys through; a header naming a tensor twice is ambiguous, so it is rejected.
+            bool sawMetadata = false;
             foreach (JsonProperty entry in doc.RootElement.EnumerateObject())
             {
                 if (entry.Name == "__metadata__")
                 {
-                    if (entry.Value.ValueKind == JsonValueKind.Object)
-                        foreach (JsonProperty m in entry.Value.EnumerateObject())
-                            metadata[m.Name] = m.Value.ValueKind == JsonValueKind.String ? m.Value.GetString()! : m.Value.GetRawText();
+                    if (sawMetadata) throw new CheckpointException(path, "header has two __metadata__ entries");
+                    sawMetadata = true;
+                    if (entry.Value.ValueKind != JsonValueKind.Object)
+                        throw new CheckpointException(path, "__metadata__ must be a JSON object of strings");
+                    foreach (JsonProperty m in entry.Value.EnumerateObject())
+                    {
+                        if (m.Value.ValueKind != JsonValueKind.String)
+                            throw new CheckpointException(path, $"__metadata__ entry '{m.Name}' is not a string");
+                        if (!metadata.TryAdd(m.Name, m.Value.GetString()!))
+                            throw new CheckpointException(path, $"__metadata__ has two entries named '{m.Name}'");
+                    }
                     continue;
                 }
-                tensors[entry.Name] = ParseTensor(path, entry, dataStart, dataLength);
+                if (!tensors.TryAdd(entry.Name, ParseTensor(path, entry, dataStart, dataLength)))
+                    throw new CheckpointException(path, $"tensor '{entry.Name}' appears twice in the header");
             }
         }
 
@@ -151,11 +173,14 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     {
         string name = entry.Name;
         JsonElement e = entry.Value;
-        if (e.ValueKind != JsonValueKind.Object
-            || !e.TryGetProperty("dtype", out JsonElement dtypeEl) || dtypeEl.ValueKind != JsonValueKind.String
-            || !e.TryGetProperty("shape", out JsonElement shapeEl) || shapeEl.ValueKind != JsonValueKind.Array
-            || !e.TryGetProperty("data_offsets", out JsonElement offEl) || offEl.ValueKind != JsonValueKind.Array || offEl.GetArrayLength() != 2)
-            throw new CheckpointException(path, $"tensor '{name}': header entry needs dtype, shape and two data_offsets");
+        if (e.ValueKind != JsonValueKind.Object)
+            throw new CheckpointException(path, $"tensor '{name}': header entry is not a JSON object");
+        if (!e.TryGetProperty("dtype", out JsonElement dtypeEl) || dtypeEl.ValueKind != JsonValueKind.String)
+            throw new CheckpointException(path, $"tensor '{name}': header entry has no dtype string");
+        if (!e.TryGetProperty("shape", out JsonElement shapeEl) || shapeEl.ValueKind != JsonValueKind.Array)
+            throw new CheckpointException(path, $"tensor '{name}': header entry has no shape array");
+        if (!e.TryGetProperty("data_offsets", out JsonElement offEl) || offEl.ValueKind != JsonValueKind.Array || offEl.GetArrayLength() != 2)
+            throw new CheckpointException(path, $"tensor '{name}': header entry needs data_offsets [begin, end]");
 
         string dtypeName = dtypeEl.GetString()!;
         if (!DTypeInfo.TryParseSafeTensors(dtypeName, out DType type))
@@ -172,13 +197,16 @@ public sealed unsafe class SafeTensorsFile : IDisposable
             count = dim == 0 ? 0 : (count > long.MaxValue / dim ? throw new CheckpointException(path, $"tensor '{name}': shape overflows") : count * dim);
         }
 
-        if (!offEl[0].TryGetInt64(out long begin) || !offEl[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+        if (offEl[0].ValueKind != JsonValueKind.Number || offEl[1].ValueKind != JsonValueKind.Number
+            || !offEl[0].TryGetInt64(out long begin) || !offEl[1].TryGetInt64(out long end) || begin < 0 || end < begin)
             throw new CheckpointException(path, $"tensor '{name}': data_offsets must be two integers 0 <= begin <= end");
         if (end > dataLength)
             throw new CheckpointException(path, $"tensor '{name}': data_offsets [{begin}, {end}] point past the end of the data ({dataLength} bytes; truncated file?)");
-        long expected = count * type.SizeOf();
-        if (end - begin != expected)
-            throw new CheckpointException(path, $"tensor '{name}': {end - begin} bytes of data, but {dtypeName} {string.Join("x", shape)} needs {expected}");
+        // A lying shape can make count * size overflow; -1 then stands for "more than any file holds".
+        long actualBytes = end - begin;
+        long expected = count <= long.MaxValue / type.SizeOf() ? count * type.SizeOf() : -1;
+        if (actualBytes != expected)
+            throw new CheckpointException(path, $"tensor '{name}': {actualBytes} bytes of data, but {dtypeName} [{string.Join(", ", shape)}] needs {(expected < 0 ? "more than 2^63" : expected.ToString())}");
         return new TensorInfo(name, type, shape, dataStart + begin, end - begin);
     }
 
