@@ -6,9 +6,9 @@ using Arwkv.Kernels;
 namespace Arwkv.Layers;
 
 /// <summary>
-/// A LoRA x @ A @ B held transposed as two float32 matrices so that it runs through MatMul:
-/// <see cref="Down"/> [rank, C] (= A^T), <see cref="Up"/> [C, rank] (= B^T). The arrays are pinned because the
-/// matrices are raw views of them.
+/// A LoRA x @ A @ B. A runs through MatMul as <see cref="Down"/> [rank, C] (= A^T, transposed at load, pinned because
+/// the matrix is a raw view of it). B stays [rank, C] as stored: its product is a sum of rank scaled rows, which
+/// vectorizes over C, where a Gemv with only rank columns per row would be mostly loop overhead.
 /// </summary>
 internal sealed unsafe class LoraWeights
 {
@@ -21,15 +21,28 @@ internal sealed unsafe class LoraWeights
     public LoraWeights(float[] a, float[] b, int hidden, int rank)
     {
         Rank = rank;
+        Hidden = hidden;
         _down = Transpose(a, hidden, rank);
-        _up = Transpose(b, rank, hidden);
+        _up = b;
         Down = new WeightMatrix(Address(_down), IO.DType.F32, rank, hidden);
-        Up = new WeightMatrix(Address(_up), IO.DType.F32, hidden, rank);
     }
 
     public int Rank { get; }
+    public int Hidden { get; }
     public WeightMatrix Down { get; }
-    public WeightMatrix Up { get; }
+
+    /// <summary>output[rows, C] = mid[rows, rank] @ B.</summary>
+    public void ApplyUp(ReadOnlySpan<float> mid, Span<float> output, int rows)
+    {
+        int C = Hidden;
+        for (int t = 0; t < rows; t++)
+        {
+            Span<float> o = output.Slice(t * C, C);
+            ReadOnlySpan<float> m = mid.Slice(t * Rank, Rank);
+            TensorPrimitives.Multiply(_up.AsSpan(0, C), m[0], o);
+            for (int j = 1; j < Rank; j++) TensorPrimitives.MultiplyAdd(_up.AsSpan(j * C, C), m[j], o, o);
+        }
+    }
 
     private static float[] Transpose(float[] m, int rows, int cols)
     {
@@ -214,7 +227,7 @@ internal sealed class RwkvTimeMix
         Span<float> mid = s.LoraMid.AsSpan(0, rows * lora.Rank);
         Projection.Apply(lora.Down, x, mid, rows, pool);
         innerActivation?.Invoke(mid, mid);
-        Projection.Apply(lora.Up, mid, output, rows, pool);
+        lora.ApplyUp(mid, output, rows);
     }
 
     private static void AddRowVector(Span<float> m, ReadOnlySpan<float> row, int rows)
