@@ -1,0 +1,67 @@
+using System.Diagnostics;
+using Arwkv.IO;
+using Arwkv.Kernels;
+
+namespace Arwkv.Benchmarks;
+
+/// <summary>
+/// A Stopwatch measurement of the kernels that finishes in seconds (`probe`); BenchmarkDotNet gives the careful
+/// numbers, this is for quick checks while tuning. Prints the median of several timed repetitions.
+/// </summary>
+static class Probe
+{
+    public static void Run(string[] args)
+    {
+        int threads = args.Length > 0 ? int.Parse(args[0]) : 2;
+        string only = args.Length > 1 ? args[1] : "all"; // "gemv", "gemm" or "all"
+        using var pool = new KernelThreadPool(threads);
+        Console.WriteLine($"threads {threads}, path {MatMul.Isa}");
+        foreach (var type in only is "all" or "gemv" ? new[] { DType.BF16, DType.F32, DType.F16 } : [])
+            foreach (var (rows, cols) in new[] { (896, 896), (4864, 896), (896, 4864), (151936, 896) })
+            {
+                using var m = new BenchMatrix(type, rows, cols);
+                var x = BenchMatrix.RandomVector(cols);
+                var y = new float[rows];
+                double seconds = Median(() => MatMul.Gemv(m.Matrix, x, y, pool), m.Matrix.ByteLength);
+                Console.WriteLine($"Gemv {type,-4} {rows,6}x{cols,-5} {seconds * 1e6,9:F1} us {m.Matrix.ByteLength / seconds / 1e9,7:F1} GB/s  (per CPU-second {m.Matrix.ByteLength / LastCpuSeconds / 1e9,6:F1})");
+            }
+        foreach (var type in only is "all" or "gemm" ? new[] { DType.BF16, DType.F32 } : [])
+            foreach (var (rows, cols) in new[] { (4864, 896), (896, 896), (896, 4864) })
+            {
+                const int tokens = 128;
+                using var m = new BenchMatrix(type, rows, cols);
+                var x = BenchMatrix.RandomVector(cols * tokens);
+                var y = new float[rows * tokens];
+                double seconds = Median(() => MatMul.Gemm(m.Matrix, x, y, tokens, pool), 2L * rows * cols * tokens / 50);
+                Console.WriteLine($"Gemm {type,-4} {rows,6}x{cols,-5} x{tokens} {seconds * 1e3,8:F2} ms {2.0 * rows * cols * tokens / seconds / 1e9,7:F1} GFLOP/s  (per CPU-second {2.0 * rows * cols * tokens / LastCpuSeconds / 1e9,6:F1})");
+            }
+    }
+
+    /// <summary>Median processor seconds (all threads) per call of the last measurement: on a busy machine, the
+    /// wall time includes waiting for a core, this does not.</summary>
+    static double LastCpuSeconds;
+
+    /// <summary>Median seconds per call; repetitions sized so each sample takes a few milliseconds.</summary>
+    static double Median(Action call, long bytesPerCall)
+    {
+        call();
+        int reps = (int)Math.Clamp(200_000_000 / Math.Max(1, bytesPerCall), 1, 2000);
+        var samples = new double[9];
+        var cpu = new double[samples.Length];
+        var process = Process.GetCurrentProcess();
+        for (int s = 0; s < samples.Length; s++)
+        {
+            process.Refresh();
+            var cpuStart = process.TotalProcessorTime;
+            long start = Stopwatch.GetTimestamp();
+            for (int i = 0; i < reps; i++) call();
+            samples[s] = Stopwatch.GetElapsedTime(start).TotalSeconds / reps;
+            process.Refresh();
+            cpu[s] = (process.TotalProcessorTime - cpuStart).TotalSeconds / reps;
+        }
+        Array.Sort(samples);
+        Array.Sort(cpu);
+        LastCpuSeconds = cpu[cpu.Length / 2];
+        return samples[samples.Length / 2];
+    }
+}
