@@ -1,0 +1,229 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Arwkv.Kernels;
+
+namespace Arwkv.Layers;
+
+/// <summary>
+/// A LoRA x @ A @ B held transposed as two float32 matrices so that it runs through MatMul:
+/// <see cref="Down"/> [rank, C] (= A^T), <see cref="Up"/> [C, rank] (= B^T). The arrays are pinned because the
+/// matrices are raw views of them.
+/// </summary>
+internal sealed unsafe class LoraWeights
+{
+    private readonly float[] _down, _up;
+
+    /// <param name="a">A [C, rank] in the Hugging Face layout.</param>
+    /// <param name="b">B [rank, C] in the Hugging Face layout.</param>
+    /// <param name="hidden">C.</param>
+    /// <param name="rank">The LoRA rank.</param>
+    public LoraWeights(float[] a, float[] b, int hidden, int rank)
+    {
+        Rank = rank;
+        _down = Transpose(a, hidden, rank);
+        _up = Transpose(b, rank, hidden);
+        Down = new WeightMatrix(Address(_down), IO.DType.F32, rank, hidden);
+        Up = new WeightMatrix(Address(_up), IO.DType.F32, hidden, rank);
+    }
+
+    public int Rank { get; }
+    public WeightMatrix Down { get; }
+    public WeightMatrix Up { get; }
+
+    private static float[] Transpose(float[] m, int rows, int cols)
+    {
+        float[] t = GC.AllocateUninitializedArray<float>(m.Length, pinned: true);
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++)
+                t[j * rows + i] = m[i * cols + j];
+        return t;
+    }
+
+    private static nint Address(float[] pinned) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
+}
+
+/// <summary>
+/// The RWKV-7 time mix that replaces Qwen2's attention in ARWKV (ARWKV.md section 2), over a run of consecutive
+/// tokens of one sequence: the projections are matrix products over all rows, the recurrence runs token by token
+/// inside each head, heads in parallel.
+/// </summary>
+internal sealed class RwkvTimeMix
+{
+    // exp(-0.5): the decay is exp(-exp(-0.5) * sigmoid(z)), which keeps it in (0.545, 1).
+    private const float DecayScale = -0.6065306597126334f;
+    private const float NormEps = 1e-12f;
+
+    public required int Hidden { get; init; }
+    public required int HeadSize { get; init; }
+    public required float[] XR { get; init; }
+    public required float[] XW { get; init; }
+    public required float[] XK { get; init; }
+    public required float[] XV { get; init; }
+    public required float[] XA { get; init; }
+    public float[]? XG { get; init; }
+    public required float[] W0 { get; init; }
+    public required float[] A0 { get; init; }
+    /// <summary>Unused in layer 0, which has no value residual.</summary>
+    public float[]? V0 { get; init; }
+    public required float[] KK { get; init; }
+    public required float[] KA { get; init; }
+    /// <summary>r_k [H, N] flattened.</summary>
+    public required float[] RK { get; init; }
+    public required WeightMatrix Receptance { get; init; }
+    public required WeightMatrix Key { get; init; }
+    public required WeightMatrix Value { get; init; }
+    public required WeightMatrix Output { get; init; }
+    public required LoraWeights DecayLora { get; init; }
+    public required LoraWeights IclrLora { get; init; }
+    /// <summary>Null in layer 0.</summary>
+    public LoraWeights? ValueLora { get; init; }
+    /// <summary>Null without wkv_has_gate.</summary>
+    public LoraWeights? GateLora { get; init; }
+
+    // The per-head recurrence is handed to the thread pool through one cached delegate and these fields, so a
+    // prefill chunk allocates nothing.
+    private ArwkvScratch? _runScratch;
+    private float[]? _runState;
+    private int _runRows;
+    private Action<int>? _headBody;
+
+    /// <summary>
+    /// scratch.Output[rows, C] = TimeMix(scratch.Normed[rows, C]); advances <paramref name="shift"/> (the last normed
+    /// input, [C]) and <paramref name="wkv"/> (H x N x N). Layer 0 writes scratch.VFirst, later layers read it.
+    /// </summary>
+    public void Forward(int rows, ArwkvScratch s, float[] shift, float[] wkv, bool firstLayer, KernelThreadPool pool)
+    {
+        int C = Hidden, n = rows * C;
+        Span<float> x = s.Normed.AsSpan(0, n), xx = s.Shifted.AsSpan(0, n);
+
+        // Token shift: row t sees row t-1, row 0 sees the previous call's last token.
+        TensorPrimitives.Subtract(shift, x[..C], xx[..C]);
+        if (rows > 1) TensorPrimitives.Subtract(x[..(n - C)], x[C..], xx[C..]);
+        x[(n - C)..].CopyTo(shift);
+
+        for (int t = 0; t < rows; t++)
+        {
+            ReadOnlySpan<float> xt = x.Slice(t * C, C), xxt = xx.Slice(t * C, C);
+            TensorPrimitives.MultiplyAdd(xxt, XR, xt, s.XR.AsSpan(t * C, C));
+            TensorPrimitives.MultiplyAdd(xxt, XW, xt, s.XW.AsSpan(t * C, C));
+            TensorPrimitives.MultiplyAdd(xxt, XK, xt, s.XK.AsSpan(t * C, C));
+            TensorPrimitives.MultiplyAdd(xxt, XV, xt, s.XV.AsSpan(t * C, C));
+            TensorPrimitives.MultiplyAdd(xxt, XA, xt, s.XA.AsSpan(t * C, C));
+            if (GateLora is not null)
+            {
+                if (XG is null) xt.CopyTo(s.XG.AsSpan(t * C, C));
+                else TensorPrimitives.MultiplyAdd(xxt, XG, xt, s.XG.AsSpan(t * C, C));
+            }
+        }
+
+        Span<float> r = s.R.AsSpan(0, n), k = s.K.AsSpan(0, n), v = s.V.AsSpan(0, n);
+        Projection.Apply(Receptance, s.XR, r, rows, pool);
+        Projection.Apply(Key, s.XK, k, rows, pool);
+        Projection.Apply(Value, s.XV, v, rows, pool);
+
+        // decay = exp(-e^-0.5 * sigmoid(w0 + tanh(x_w A) B))
+        Span<float> decay = s.Decay.AsSpan(0, n);
+        Lora(DecayLora, s.XW, decay, rows, s, pool, innerActivation: TensorPrimitives.Tanh);
+        AddRowVector(decay, W0, rows);
+        TensorPrimitives.Sigmoid(decay, decay);
+        TensorPrimitives.Multiply(decay, DecayScale, decay);
+        TensorPrimitives.Exp(decay, decay);
+
+        Span<float> vFirst = s.VFirst.AsSpan(0, n);
+        if (firstLayer || ValueLora is null) v.CopyTo(vFirst);
+        else
+        {
+            // v += (v_first - v) * sigmoid(v0 + x_v A B)
+            Span<float> mix = s.Temp.AsSpan(0, n);
+            Lora(ValueLora, s.XV, mix, rows, s, pool, innerActivation: null);
+            AddRowVector(mix, V0!, rows);
+            TensorPrimitives.Sigmoid(mix, mix);
+            Span<float> diff = s.Y.AsSpan(0, n);
+            TensorPrimitives.Subtract(vFirst, v, diff);
+            TensorPrimitives.MultiplyAdd(diff, mix, v, v);
+        }
+
+        Span<float> a = s.A.AsSpan(0, n);
+        Lora(IclrLora, s.XA, a, rows, s, pool, innerActivation: null);
+        AddRowVector(a, A0, rows);
+        TensorPrimitives.Sigmoid(a, a);
+
+        if (GateLora is not null)
+            Lora(GateLora, s.XG, s.G.AsSpan(0, n), rows, s, pool, innerActivation: TensorPrimitives.Sigmoid);
+
+        // kk = normalize_per_head(k * k_k); k = k * (1 + (a - 1) * k_a)
+        Span<float> kk = s.Kk.AsSpan(0, n), scale = s.Temp.AsSpan(0, n);
+        int N = HeadSize;
+        for (int t = 0; t < rows; t++)
+        {
+            Span<float> kkt = kk.Slice(t * C, C);
+            TensorPrimitives.Multiply(k.Slice(t * C, C), KK, kkt);
+            for (int h = 0; h < C; h += N)
+            {
+                Span<float> head = kkt.Slice(h, N);
+                TensorPrimitives.Divide(head, MathF.Max(TensorPrimitives.Norm(head), NormEps), head);
+            }
+            Span<float> st = scale.Slice(t * C, C);
+            TensorPrimitives.Subtract(a.Slice(t * C, C), 1f, st);
+            TensorPrimitives.MultiplyAdd(st, KA, 1f, st);
+        }
+        TensorPrimitives.Multiply(k, scale, k);
+
+        int heads = C / N;
+        if (rows == 1 || pool.ThreadCount == 1)
+        {
+            // One token's recurrence is microseconds of work: dispatching it to threads would cost more than it saves.
+            for (int h = 0; h < heads; h++) RunHead(h, rows, s, wkv);
+        }
+        else
+        {
+            _runScratch = s;
+            _runState = wkv;
+            _runRows = rows;
+            _headBody ??= h => RunHead(h, _runRows, _runScratch!, _runState!);
+            pool.For(heads, _headBody);
+            _runScratch = null;
+            _runState = null;
+        }
+
+        Span<float> y = s.Y.AsSpan(0, n);
+        if (GateLora is not null) TensorPrimitives.Multiply(y, s.G.AsSpan(0, n), y);
+        Projection.Apply(Output, y, s.Output, rows, pool);
+    }
+
+    private void RunHead(int head, int rows, ArwkvScratch s, float[] wkv)
+    {
+        int N = HeadSize, C = Hidden;
+        Span<float> state = wkv.AsSpan(head * N * N, N * N);
+        ReadOnlySpan<float> rk = RK.AsSpan(head * N, N);
+        for (int t = 0; t < rows; t++)
+        {
+            int o = t * C + head * N;
+            Wkv7.Step(state, s.R.AsSpan(o, N), s.Decay.AsSpan(o, N), s.K.AsSpan(o, N), s.V.AsSpan(o, N),
+                s.Kk.AsSpan(o, N), s.A.AsSpan(o, N), rk, s.Y.AsSpan(o, N));
+        }
+    }
+
+    private delegate void Activation(ReadOnlySpan<float> x, Span<float> y);
+
+    /// <summary>output[rows, C] = act(x A) B, the activation applied at the rank-sized middle when given.</summary>
+    private static void Lora(LoraWeights lora, ReadOnlySpan<float> x, Span<float> output, int rows, ArwkvScratch s,
+        KernelThreadPool pool, Activation? innerActivation)
+    {
+        Span<float> mid = s.LoraMid.AsSpan(0, rows * lora.Rank);
+        Projection.Apply(lora.Down, x, mid, rows, pool);
+        innerActivation?.Invoke(mid, mid);
+        Projection.Apply(lora.Up, mid, output, rows, pool);
+    }
+
+    private static void AddRowVector(Span<float> m, ReadOnlySpan<float> row, int rows)
+    {
+        int C = row.Length;
+        for (int t = 0; t < rows; t++)
+        {
+            Span<float> mt = m.Slice(t * C, C);
+            TensorPrimitives.Add(mt, row, mt);
+        }
+    }
+}

@@ -1,0 +1,36 @@
+using System.Numerics.Tensors;
+using Arwkv.Kernels;
+
+namespace Arwkv.Layers;
+
+/// <summary>Qwen2's MLP: down(silu(gate(x)) * up(x)), no biases.</summary>
+internal sealed class SwiGluMlp
+{
+    public SwiGluMlp(WeightMatrix gate, WeightMatrix up, WeightMatrix down)
+    {
+        Gate = gate;
+        Up = up;
+        Down = down;
+    }
+
+    public WeightMatrix Gate { get; }
+    public WeightMatrix Up { get; }
+    public WeightMatrix Down { get; }
+
+    /// <summary>
+    /// output[rows, C] = MLP(x[rows, C]). <paramref name="gateBuffer"/> and <paramref name="upBuffer"/> hold
+    /// rows x F floats of scratch.
+    /// </summary>
+    public void Forward(ReadOnlySpan<float> x, Span<float> output, int rows, Span<float> gateBuffer, Span<float> upBuffer, KernelThreadPool pool)
+    {
+        int n = rows * Gate.Rows;
+        Span<float> gate = gateBuffer[..n], up = upBuffer[..n];
+        Projection.Apply(Gate, x, gate, rows, pool);
+        Projection.Apply(Up, x, up, rows, pool);
+        // silu(g) * u = g * u * sigmoid(g), computed in place to need no third buffer.
+        TensorPrimitives.Multiply(gate, up, up);
+        TensorPrimitives.Sigmoid(gate, gate);
+        TensorPrimitives.Multiply(gate, up, gate);
+        Projection.Apply(Down, gate, output, rows, pool);
+    }
+}

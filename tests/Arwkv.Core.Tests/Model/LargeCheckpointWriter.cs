@@ -1,0 +1,107 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using Arwkv.IO;
+
+namespace Arwkv.Tests.Model;
+
+/// <summary>
+/// Writes a random ARWKV checkpoint of any size as a single safetensors file, generating values in small chunks so
+/// that a multi-gigabyte model never needs its weights in memory (the fixture writer holds every tensor as float32).
+/// </summary>
+internal static class LargeCheckpointWriter
+{
+    public static long Write(string directory, ArwkvConfig config, ArwkvLoraRanks ranks, DType type, ulong seed = 42)
+    {
+        ArwkvCheckpointLayout.WriteConfig(directory, config);
+        var layout = ArwkvCheckpointLayout.Tensors(config, ranks).ToList();
+        int size = type.SizeOf();
+        var header = new MemoryStream();
+        using (var json = new Utf8JsonWriter(header))
+        {
+            json.WriteStartObject();
+            long offset = 0;
+            foreach (var (name, shape) in layout)
+            {
+                long bytes = shape.Aggregate(1L, (a, b) => a * b) * size;
+                json.WriteStartObject(name);
+                json.WriteString("dtype", type.SafeTensorsName());
+                json.WriteStartArray("shape");
+                foreach (long d in shape) json.WriteNumberValue(d);
+                json.WriteEndArray();
+                json.WriteStartArray("data_offsets");
+                json.WriteNumberValue(offset);
+                json.WriteNumberValue(offset + bytes);
+                json.WriteEndArray();
+                json.WriteEndObject();
+                offset += bytes;
+            }
+            json.WriteEndObject();
+        }
+        while (header.Length % 8 != 0) header.WriteByte((byte)' ');
+
+        string path = Path.Combine(directory, "model.safetensors");
+        ulong state = seed | 1;
+        var floats = new float[1 << 16];
+        var bytesBuffer = new byte[floats.Length * size];
+        using (var stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
+        {
+            Span<byte> len = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
+            stream.Write(len);
+            stream.Write(header.GetBuffer(), 0, (int)header.Length);
+            foreach (var (name, shape) in layout)
+            {
+                var (lo, hi) = Range(name, shape);
+                long count = shape.Aggregate(1L, (a, b) => a * b);
+                for (long done = 0; done < count; done += floats.Length)
+                {
+                    int n = (int)Math.Min(floats.Length, count - done);
+                    // Later chunks of a big tensor repeat the first one: the values only need to be plausible, and
+                    // generating hundreds of millions of them would dominate the test's time.
+                    if (done > 0)
+                    {
+                        stream.Write(bytesBuffer, 0, n * size);
+                        continue;
+                    }
+                    for (int i = 0; i < n; i++)
+                    {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        floats[i] = (float)(lo + (hi - lo) * ((state >> 11) * (1.0 / (1UL << 53))));
+                    }
+                    Span<byte> dst = bytesBuffer.AsSpan(0, n * size);
+                    switch (type)
+                    {
+                        case DType.F32: MemoryMarshal.AsBytes(floats.AsSpan(0, n)).CopyTo(dst); break;
+                        case DType.BF16: Kernels.Convert.Float32ToBFloat16(floats.AsSpan(0, n), MemoryMarshal.Cast<byte, ushort>(dst)); break;
+                        case DType.F16: System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(floats.AsSpan(0, n), MemoryMarshal.Cast<byte, Half>(dst)); break;
+                    }
+                    stream.Write(dst);
+                }
+            }
+        }
+        return new FileInfo(path).Length;
+    }
+
+    /// <summary>Value ranges that keep activations of order one (as the small fixture chooses them).</summary>
+    private static (double Lo, double Hi) Range(string name, long[] shape)
+    {
+        string[] parts = name.Split('.');
+        string leaf = parts[^1] == "weight" ? parts[^2] : parts[^1];
+        double fanIn = shape.Length == 2 ? (name.Contains("time_mixer.") && !name.EndsWith(".weight") ? shape[0] : shape[1]) : 1;
+        return leaf switch
+        {
+            "embed_tokens" => (-1, 1),
+            "input_layernorm" or "post_attention_layernorm" or "norm" => (0.7, 1.3),
+            "x_r" or "x_w" or "x_k" or "x_v" or "x_a" or "x_g" => (0, 1),
+            "w0" => (-3, 1),
+            "a0" or "v0" => (-1, 1),
+            "k_k" => (0.5, 1.2),
+            "k_a" => (0.5, 1.5),
+            "r_k" => (-0.5, 0.5),
+            _ => (-1.5 / Math.Sqrt(fanIn), 1.5 / Math.Sqrt(fanIn)),
+        };
+    }
+}
