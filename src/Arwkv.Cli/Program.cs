@@ -2,9 +2,5 @@ namespace Arwkv.Cli;
 
 internal static class Program
 {
-    private static int Main(string[] args)
-    {
-        Console.Error.WriteLine("arwkv: commands are being built");
-        return 1;
-    }
+    private static Task<int> Main(string[] args) => CliApp.RunAsync(args, new CliHost());
 }

@@ -1,0 +1,163 @@
+using System.CommandLine;
+using System.Globalization;
+using Arwkv.Generation;
+using Arwkv.IO;
+using Arwkv.Tokenization;
+
+namespace Arwkv.Cli;
+
+/// <summary>What the commands load and read; tests replace the pieces with fakes.</summary>
+internal sealed class CliHost
+{
+    public Func<string, ModelOptions, LanguageModel> LoadModel { get; init; } = (dir, options) => LanguageModel.Load(dir, options);
+    public Func<string, ITokenCodec> LoadTokenizer { get; init; } = path => new QwenTokenCodec(QwenTokenizer.FromFile(path));
+    public Func<LanguageModel, TextGenerator> CreateGenerator { get; init; } = model => new TextGenerator(model);
+    public TextReader Input { get; init; } = Console.In;
+}
+
+/// <summary>A mistake in the command line that the parser cannot see (e.g. a malformed id list).</summary>
+internal sealed class UsageException(string message) : Exception(message);
+
+/// <summary>The `arwkv` command tree.</summary>
+internal static partial class CliApp
+{
+    public static Task<int> RunAsync(string[] args, CliHost host, TextWriter? output = null, TextWriter? error = null, CancellationToken cancellationToken = default)
+    {
+        var config = new InvocationConfiguration();
+        if (output is not null) config.Output = output;
+        if (error is not null) config.Error = error;
+        return BuildRoot(host).Parse(args).InvokeAsync(config, cancellationToken);
+    }
+
+    public static RootCommand BuildRoot(CliHost host)
+    {
+        var root = new RootCommand("arwkv: run and benchmark ARWKV models (Qwen2.5 with RWKV-7 time mixing) on the CPU");
+        root.Subcommands.Add(LogitsCommand(host));
+        root.Subcommands.Add(TokenizeCommand(host));
+        root.Subcommands.Add(BenchCommand(host));
+        root.Subcommands.Add(GenerateCommand(host));
+        root.Subcommands.Add(ChatCommand(host));
+        root.Subcommands.Add(DemoCommand());
+        return root;
+    }
+
+    private delegate Task<int> CommandBody(ParseResult result, TextWriter output, TextWriter error, CancellationToken cancellationToken);
+
+    /// <summary>Runs <paramref name="body"/> so that every failure is one line on stderr and a non-zero exit code, never a stack trace.</summary>
+    private static void SetBody(Command command, CommandBody body)
+    {
+        command.SetAction(async (result, cancellationToken) =>
+        {
+            TextWriter output = result.InvocationConfiguration.Output;
+            TextWriter error = result.InvocationConfiguration.Error;
+            try
+            {
+                return await body(result, output, error, cancellationToken);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                await output.FlushAsync(CancellationToken.None);
+                error.WriteLine("arwkv: cancelled");
+                return 130;
+            }
+            catch (Exception ex)
+            {
+                await output.FlushAsync(CancellationToken.None);
+                error.WriteLine($"arwkv {command.Name}: {Describe(ex)}");
+                if (Environment.GetEnvironmentVariable("ARWKV_DEBUG") == "1") error.WriteLine(ex);
+                return ex is UsageException ? 2 : 1;
+            }
+        });
+    }
+
+    private static string Describe(Exception ex) => ex switch
+    {
+        CheckpointException or UsageException or ArgumentException or IOException or UnauthorizedAccessException
+            or InvalidOperationException or OutOfMemoryException => ex.Message,
+        NotImplementedException => $"not implemented in this build ({ex.Message})",
+        _ => $"{ex.GetType().Name}: {ex.Message}",
+    };
+
+    // ---- shared options ----
+
+    private static Option<string> ModelOption() => new("--model", "-m")
+    {
+        Description = "Checkpoint directory (config.json, *.safetensors, optional tokenizer.json)",
+        Required = true,
+    };
+
+    private static Option<int> ThreadsOption() => new("--threads", "-t")
+    {
+        Description = "Kernel threads (default: the processor count)",
+        DefaultValueFactory = _ => Environment.ProcessorCount,
+    };
+
+    private static Option<string> ModeOption()
+    {
+        var option = new Option<string>("--mode")
+        {
+            Description = "How multi-token inputs run: prefill (matrix-matrix) or recurrent (one token at a time)",
+            DefaultValueFactory = _ => "prefill",
+        };
+        option.AcceptOnlyFromAmong("prefill", "recurrent");
+        return option;
+    }
+
+    private static Option<string> DeviceOption()
+    {
+        var option = new Option<string>("--device")
+        {
+            Description = "Where to run: cpu, or hip (AMD GPU)",
+            DefaultValueFactory = _ => "cpu",
+        };
+        option.AcceptOnlyFromAmong("cpu", "hip");
+        return option;
+    }
+
+    /// <summary>Exit code 2 and a message when the GPU backend is asked for; null when the CPU is.</summary>
+    private static int? RejectUnavailableDevice(string device, TextWriter error)
+    {
+        if (device != "hip") return null;
+        error.WriteLine("arwkv: the GPU (hip) backend is not available in this build; use --device cpu");
+        return 2;
+    }
+
+    private static LanguageModel LoadModel(CliHost host, ParseResult result, Option<string> model, Option<int> threads, ForwardMode mode)
+    {
+        string dir = result.GetValue(model)!;
+        int n = result.GetValue(threads);
+        if (n < 1) throw new UsageException($"--threads must be at least 1, got {n}");
+        if (!Directory.Exists(dir)) throw new CheckpointException(dir, "model directory not found");
+        return host.LoadModel(dir, new ModelOptions { Threads = n, Mode = mode });
+    }
+
+    private static ForwardMode ParseMode(string mode) => mode == "recurrent" ? ForwardMode.Recurrent : ForwardMode.Prefill;
+
+    internal static int[] ParseIds(string text)
+    {
+        string[] parts = text.Split(',', StringSplitOptions.TrimEntries);
+        var ids = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+        {
+            if (!int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out ids[i]))
+                throw new UsageException($"--ids: '{parts[i]}' is not a token id (expected a comma-separated list such as 1,2,3)");
+        }
+        return ids;
+    }
+
+    private static string Format(double value) =>
+        double.IsFinite(value) ? value.ToString("0.###", CultureInfo.InvariantCulture) : "0";
+
+    // ---- demo ----
+
+    private static Command DemoCommand()
+    {
+        var command = new Command("demo", "Download-free end-to-end demo (not available yet)");
+        command.SetAction(result =>
+        {
+            result.InvocationConfiguration.Error.WriteLine("demo: not available yet");
+            return 1;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,326 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Numerics.Tensors;
+using Arwkv.Generation;
+using Arwkv.Tokenization;
+
+namespace Arwkv.Cli;
+
+internal static partial class CliApp
+{
+    // ---- logits ----
+
+    private static Command LogitsCommand(CliHost host)
+    {
+        var model = ModelOption();
+        var ids = new Option<string>("--ids") { Description = "Comma-separated token ids, e.g. 1,2,3", Required = true };
+        var outPath = new Option<string>("--out", "-o") { Description = "Output .npy file: float32 logits [tokens, vocab]", Required = true };
+        var mode = ModeOption();
+        var threads = ThreadsOption();
+        var device = DeviceOption();
+        var command = new Command("logits", "Write the logits of every position of a token sequence to a NumPy .npy file")
+        {
+            model, ids, outPath, mode, threads, device,
+        };
+        SetBody(command, (result, output, error, _) =>
+        {
+            if (RejectUnavailableDevice(result.GetValue(device)!, error) is int code) return Task.FromResult(code);
+            int[] tokens = ParseIds(result.GetValue(ids)!);
+            string path = result.GetValue(outPath)!;
+            using LanguageModel lm = LoadModel(host, result, model, threads, ParseMode(result.GetValue(mode)!));
+            int vocab = lm.VocabSize;
+            foreach (int id in tokens)
+                if (id >= vocab) throw new UsageException($"--ids: token id {id} is outside the model's vocabulary [0, {vocab})");
+            long count = (long)tokens.Length * vocab;
+            if (count > Array.MaxLength) throw new UsageException($"{tokens.Length} tokens x {vocab} logits do not fit in one array; pass fewer ids");
+            var logits = new float[count];
+            lm.Forward(tokens, lm.CreateState(), logits, LogitsScope.All);
+            Npy.WriteFloat32(path, logits, tokens.Length, vocab);
+            output.WriteLine($"wrote {path}: float32 [{tokens.Length}, {vocab}]");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    // ---- tokenize ----
+
+    private static Command TokenizeCommand(CliHost host)
+    {
+        var tokenizer = new Option<string>("--tokenizer") { Description = "Path of a Hugging Face tokenizer.json", Required = true };
+        var textFile = new Option<string>("--text-file") { Description = "UTF-8 text file to encode (read exactly, trailing newline included)", Required = true };
+        var chat = new Option<bool>("--chat") { Description = "Render the text as one user message with the ChatML template first" };
+        var generationPrompt = new Option<bool>("--add-generation-prompt")
+        {
+            Description = "With --chat: end with the assistant's turn header (default true)",
+            DefaultValueFactory = _ => true,
+        };
+        var command = new Command("tokenize", "Print the token ids of a text file as a JSON array (no special tokens added)")
+        {
+            tokenizer, textFile, chat, generationPrompt,
+        };
+        SetBody(command, (result, output, _, _) =>
+        {
+            string file = result.GetValue(textFile)!;
+            if (!File.Exists(file)) throw new IOException($"{file}: text file not found");
+            string text = File.ReadAllText(file);
+            ITokenCodec codec = host.LoadTokenizer(result.GetValue(tokenizer)!);
+            if (result.GetValue(chat))
+                text = codec.ApplyChatTemplate([new ChatTurn("user", text)], result.GetValue(generationPrompt));
+            int[] ids = codec.Encode(text);
+            output.WriteLine("[" + string.Join(",", ids) + "]");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    // ---- bench ----
+
+    private static Command BenchCommand(CliHost host)
+    {
+        var model = ModelOption();
+        var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length for the prefill measurement", DefaultValueFactory = _ => 128 };
+        var newTokens = new Option<int>("--new-tokens") { Description = "Tokens decoded one at a time (greedy)", DefaultValueFactory = _ => 32 };
+        var threads = ThreadsOption();
+        var mode = ModeOption();
+        var seed = new Option<int>("--seed") { Description = "Seed of the random prompt ids", DefaultValueFactory = _ => 1234 };
+        var command = new Command("bench", "Measure prefill and decode speed on random token ids; the last line is JSON")
+        {
+            model, promptTokens, newTokens, threads, mode, seed,
+        };
+        SetBody(command, (result, output, error, cancellationToken) =>
+        {
+            int prompt = result.GetValue(promptTokens), decode = result.GetValue(newTokens);
+            if (prompt < 1 || decode < 1) throw new UsageException("--prompt-tokens and --new-tokens must be at least 1");
+            using LanguageModel lm = LoadModel(host, result, model, threads, ParseMode(result.GetValue(mode)!));
+            var random = new Random(result.GetValue(seed));
+            var ids = new int[prompt];
+            for (int i = 0; i < ids.Length; i++) ids[i] = random.Next(lm.VocabSize);
+            var logits = new float[lm.VocabSize];
+
+            error.WriteLine($"bench: {lm.Architecture}, vocab {lm.VocabSize}, {result.GetValue(threads)} threads");
+            error.WriteLine("bench: warm-up");
+            RunOnce(lm, ids.AsSpan(0, Math.Min(prompt, 16)), Math.Min(decode, 2), logits, cancellationToken);
+            error.WriteLine($"bench: prefill {prompt} tokens, then decode {decode} tokens");
+            (TimeSpan prefillTime, TimeSpan decodeTime) = RunOnce(lm, ids, decode, logits, cancellationToken);
+            double prefillRate = prompt / Math.Max(prefillTime.TotalSeconds, 1e-9);
+            double decodeRate = decode / Math.Max(decodeTime.TotalSeconds, 1e-9);
+            error.WriteLine($"bench: prefill {prefillTime.TotalSeconds:F3} s ({prefillRate:F2} tok/s), decode {decodeTime.TotalSeconds:F3} s ({decodeRate:F2} tok/s)");
+            error.Flush();
+            output.WriteLine($"{{\"prefill_tokens_per_s\": {Format(prefillRate)}, \"decode_tokens_per_s\": {Format(decodeRate)}}}");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    /// <summary>Prefills <paramref name="prompt"/> into a fresh state, then decodes greedily one token at a time.</summary>
+    private static (TimeSpan Prefill, TimeSpan Decode) RunOnce(LanguageModel lm, ReadOnlySpan<int> prompt, int decode, float[] logits, CancellationToken cancellationToken)
+    {
+        ModelState state = lm.CreateState();
+        long start = Stopwatch.GetTimestamp();
+        lm.Forward(prompt, state, logits, LogitsScope.Last);
+        TimeSpan prefill = Stopwatch.GetElapsedTime(start);
+        Span<int> one = stackalloc int[1];
+        start = Stopwatch.GetTimestamp();
+        for (int i = 0; i < decode; i++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            one[0] = TensorPrimitives.IndexOfMax(logits);
+            lm.Forward(one, state, logits, LogitsScope.Last);
+        }
+        return (prefill, Stopwatch.GetElapsedTime(start));
+    }
+
+    // ---- generate and chat ----
+
+    private sealed record SamplingArguments(
+        Option<int> MaxTokens, Option<float> Temperature, Option<int> TopK, Option<float> TopP,
+        Option<float> RepetitionPenalty, Option<long?> Seed)
+    {
+        public static SamplingArguments Create(Command command)
+        {
+            SamplingOptions d = SamplingOptions.Recommended;
+            var args = new SamplingArguments(
+                new Option<int>("--max-tokens", "-n") { Description = "Most tokens to generate", DefaultValueFactory = _ => 256 },
+                new Option<float>("--temperature") { Description = "Sampling temperature; 0 = greedy", DefaultValueFactory = _ => d.Temperature },
+                new Option<int>("--top-k") { Description = "Keep the k most likely tokens; 0 = all", DefaultValueFactory = _ => d.TopK },
+                new Option<float>("--top-p") { Description = "Nucleus: keep the most likely tokens up to this probability mass", DefaultValueFactory = _ => d.TopP },
+                new Option<float>("--repetition-penalty") { Description = "Divide positive / multiply negative logits of recent tokens; 1 = off", DefaultValueFactory = _ => d.RepetitionPenalty },
+                new Option<long?>("--seed") { Description = "Random seed (default: random)" });
+            command.Options.Add(args.MaxTokens);
+            command.Options.Add(args.Temperature);
+            command.Options.Add(args.TopK);
+            command.Options.Add(args.TopP);
+            command.Options.Add(args.RepetitionPenalty);
+            command.Options.Add(args.Seed);
+            return args;
+        }
+
+        public GenerationOptions Read(ParseResult result)
+        {
+            var options = new GenerationOptions
+            {
+                MaxTokens = result.GetValue(MaxTokens),
+                Sampling = new SamplingOptions
+                {
+                    Temperature = result.GetValue(Temperature),
+                    TopK = result.GetValue(TopK),
+                    TopP = result.GetValue(TopP),
+                    RepetitionPenalty = result.GetValue(RepetitionPenalty),
+                    Seed = result.GetValue(Seed),
+                },
+            };
+            if (options.MaxTokens < 1) throw new UsageException($"--max-tokens must be at least 1, got {options.MaxTokens}");
+            try
+            {
+                options.Sampling.Validate();
+            }
+            catch (ArgumentException ex)
+            {
+                throw new UsageException(ex.Message);
+            }
+            return options;
+        }
+    }
+
+    private static Command GenerateCommand(CliHost host)
+    {
+        var model = ModelOption();
+        var prompt = new Option<string>("--prompt", "-p") { Description = "Text to continue (or, with --chat, the user's message)", Required = true };
+        var chat = new Option<bool>("--chat") { Description = "Send the prompt as a user message through the ChatML template" };
+        var system = new Option<string?>("--system") { Description = "With --chat: a system message" };
+        var threads = ThreadsOption();
+        var device = DeviceOption();
+        var command = new Command("generate", "Generate text from a prompt, streaming it to stdout") { model, prompt, chat, system, threads, device };
+        SamplingArguments sampling = SamplingArguments.Create(command);
+        SetBody(command, async (result, output, error, cancellationToken) =>
+        {
+            if (RejectUnavailableDevice(result.GetValue(device)!, error) is int code) return code;
+            GenerationOptions options = sampling.Read(result);
+            using LanguageModel lm = LoadModel(host, result, model, threads, ForwardMode.Prefill);
+            TextGenerator generator = host.CreateGenerator(lm);
+            string text = result.GetValue(prompt)!;
+            IAsyncEnumerable<GeneratedToken> tokens;
+            if (result.GetValue(chat))
+            {
+                var turns = new List<ChatTurn>();
+                if (result.GetValue(system) is { Length: > 0 } s) turns.Add(new ChatTurn("system", s));
+                turns.Add(new ChatTurn("user", text));
+                tokens = generator.GenerateAsync(turns, options, null, cancellationToken);
+            }
+            else
+            {
+                tokens = generator.GenerateAsync(text, options, null, cancellationToken);
+            }
+            GenerationStats? stats = await Stream(tokens, output);
+            output.WriteLine();
+            output.Flush();
+            if (stats is not null) error.WriteLine(StatsLine(stats));
+            return 0;
+        });
+        return command;
+    }
+
+    private static async Task<GenerationStats?> Stream(IAsyncEnumerable<GeneratedToken> tokens, TextWriter output)
+    {
+        GenerationStats? stats = null;
+        await foreach (GeneratedToken token in tokens)
+        {
+            stats = token.Stats;
+            if (token.Text.Length > 0)
+            {
+                output.Write(token.Text);
+                output.Flush();
+            }
+        }
+        return stats;
+    }
+
+    private static string StatsLine(GenerationStats stats) =>
+        $"[{stats.PromptTokens} prompt tokens, {stats.PrefillTokensPerSecond:F2} tok/s prefill; {stats.GeneratedTokens} tokens, " +
+        $"{stats.DecodeTokensPerSecond:F2} tok/s decode; finish: {stats.FinishReason?.ToString().ToLowerInvariant() ?? "none"}]";
+
+    private static Command ChatCommand(CliHost host)
+    {
+        var model = ModelOption();
+        var system = new Option<string?>("--system") { Description = "A system message for the conversation" };
+        var threads = ThreadsOption();
+        var command = new Command("chat", "Interactive chat; the model state is kept between turns. /reset starts over, /exit quits") { model, system, threads };
+        SamplingArguments sampling = SamplingArguments.Create(command);
+        SetBody(command, async (result, output, error, cancellationToken) =>
+        {
+            GenerationOptions options = sampling.Read(result);
+            using LanguageModel lm = LoadModel(host, result, model, threads, ForwardMode.Prefill);
+            TextGenerator generator = host.CreateGenerator(lm);
+            if (!generator.HasTokenizer) throw new InvalidOperationException("chat needs tokenizer.json in the model directory");
+            var session = new ChatSession(generator, result.GetValue(system));
+            error.WriteLine("arwkv chat: type a message; /reset starts over, /exit quits");
+            while (true)
+            {
+                error.Write("> ");
+                error.Flush();
+                string? line = host.Input.ReadLine();
+                if (line is null) break;
+                line = line.Trim();
+                if (line.Length == 0) continue;
+                if (line == "/exit" || line == "/quit") break;
+                if (line == "/reset")
+                {
+                    session.Reset();
+                    error.WriteLine("(conversation reset)");
+                    continue;
+                }
+                GenerationStats? stats = await Stream(session.ReplyAsync(line, options, cancellationToken), output);
+                output.WriteLine();
+                output.Flush();
+                if (stats is not null) error.WriteLine(StatsLine(stats));
+            }
+            return 0;
+        });
+        return command;
+    }
+}
+
+/// <summary>
+/// A ChatML conversation kept in the model state: each turn feeds only the new user message, not the whole history.
+/// </summary>
+internal sealed class ChatSession(TextGenerator generator, string? systemMessage)
+{
+    private readonly ModelState _state = generator.Model.CreateState();
+    private bool _started;
+    private bool _closedTurn;
+
+    public void Reset()
+    {
+        _state.Reset();
+        _started = false;
+    }
+
+    /// <summary>The token ids that add <paramref name="message"/> as the next user turn and open the assistant's reply.</summary>
+    public int[] NextPrompt(string message)
+    {
+        if (!_started)
+        {
+            var turns = new List<ChatTurn>();
+            if (!string.IsNullOrEmpty(systemMessage)) turns.Add(new ChatTurn("system", systemMessage));
+            turns.Add(new ChatTurn("user", message));
+            return generator.EncodeChat(turns);
+        }
+        // The state has seen the last reply up to and including its stop token; close the turn if that was not <|im_end|>.
+        string close = _closedTurn ? "" : "<|im_end|>";
+        return generator.Encode($"{close}\n<|im_start|>user\n{message}<|im_end|>\n<|im_start|>assistant\n");
+    }
+
+    public async IAsyncEnumerable<GeneratedToken> ReplyAsync(string message, GenerationOptions options,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        int[] prompt = NextPrompt(message);
+        _started = true;
+        _closedTurn = false;
+        int? imEnd = generator.ImEndId;
+        await foreach (GeneratedToken token in generator.GenerateAsync(prompt, options, _state, cancellationToken))
+        {
+            if (token.FinishReason is not null) _closedTurn = token.Id == imEnd && token.FinishReason == GenerationFinishReason.Stop;
+            yield return token;
+        }
+    }
+}
