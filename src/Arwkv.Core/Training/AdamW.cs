@@ -1,0 +1,93 @@
+using System.Numerics;
+
+namespace Arwkv.Training;
+
+/// <summary>AdamW settings; the defaults are the ARWKV recipe's (ARWKV.md section 5).</summary>
+internal sealed record AdamWOptions
+{
+    public double Beta1 { get; init; } = 0.9;
+    public double Beta2 { get; init; } = 0.95;
+    public double Eps { get; init; } = 1e-8;
+    /// <summary>Decoupled decay, applied only to tensors with <see cref="ParameterTensor.Decay"/>.</summary>
+    public double WeightDecay { get; init; } = 0.1;
+    /// <summary>Clip the global gradient norm (over unfrozen tensors) to this; 0 or less disables clipping.</summary>
+    public double ClipNorm { get; init; } = 1.0;
+}
+
+/// <summary>
+/// Linear warm-up then exponential decay: lr(s) = lrMax (s + 1) / warmup for s &lt; warmup, then
+/// lrMax (lrMin / lrMax)^p with p = (s - warmup) / (total - warmup) clamped to [0, 1].
+/// </summary>
+internal sealed record LearningRateSchedule(double LrMax, double LrMin, int WarmupSteps, int TotalSteps)
+{
+    public double At(int step)
+    {
+        if (step < WarmupSteps) return LrMax * (step + 1) / WarmupSteps;
+        double progress = TotalSteps > WarmupSteps ? Math.Clamp((double)(step - WarmupSteps) / (TotalSteps - WarmupSteps), 0, 1) : 1;
+        return LrMax * Math.Pow(LrMin / LrMax, progress);
+    }
+}
+
+/// <summary>
+/// AdamW (Loshchilov and Hutter, as torch.optim.AdamW): with g the (clipped) gradient and t the 1-based step,
+/// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr wd p (decaying tensors only);
+/// p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). Moments are kept in float64 for any parameter type.
+/// </summary>
+internal sealed class AdamW<TF> where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
+{
+    private readonly ParameterSet<TF> parameters;
+    private readonly double[] m, v;
+
+    public AdamW(ParameterSet<TF> parameters, AdamWOptions? options = null)
+    {
+        this.parameters = parameters;
+        Options = options ?? new AdamWOptions();
+        m = new double[parameters.Count];
+        v = new double[parameters.Count];
+    }
+
+    public AdamWOptions Options { get; }
+    public int StepCount { get; private set; }
+
+    /// <summary>Global L2 norm of the unfrozen gradients.</summary>
+    public double GradientNorm()
+    {
+        double sum = 0;
+        foreach (var t in parameters.Tensors)
+        {
+            if (t.Frozen) continue;
+            for (int i = t.Offset; i < t.Offset + t.Length; i++)
+            {
+                double g = double.CreateTruncating(parameters.Grad[i]);
+                sum += g * g;
+            }
+        }
+        return Math.Sqrt(sum);
+    }
+
+    /// <summary>One update at learning rate <paramref name="lr"/>; returns the gradient norm before clipping.</summary>
+    public double Step(double lr)
+    {
+        double norm = GradientNorm();
+        double clip = Options.ClipNorm > 0 && norm > Options.ClipNorm ? Options.ClipNorm / norm : 1;
+        StepCount++;
+        double b1 = Options.Beta1, b2 = Options.Beta2;
+        double c1 = 1 - Math.Pow(b1, StepCount), c2 = 1 - Math.Pow(b2, StepCount);
+        TF[] data = parameters.Data, grad = parameters.Grad;
+        foreach (var t in parameters.Tensors)
+        {
+            if (t.Frozen) continue;
+            double decay = t.Decay ? 1 - lr * Options.WeightDecay : 1;
+            for (int i = t.Offset; i < t.Offset + t.Length; i++)
+            {
+                double g = double.CreateTruncating(grad[i]) * clip;
+                m[i] = b1 * m[i] + (1 - b1) * g;
+                v[i] = b2 * v[i] + (1 - b2) * g * g;
+                double p = double.CreateTruncating(data[i]) * decay;
+                p -= lr * (m[i] / c1) / (Math.Sqrt(v[i] / c2) + Options.Eps);
+                data[i] = TF.CreateTruncating(p);
+            }
+        }
+        return norm;
+    }
+}
