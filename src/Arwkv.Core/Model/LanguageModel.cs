@@ -67,6 +67,7 @@ public abstract class LanguageModel : IDisposable
         return modelType switch
         {
             ArwkvConfig.ModelType => ArwkvModel.Load(directory, options),
+            Qwen2Config.ModelType => Qwen2Model.Load(directory, options),
             _ => throw new CheckpointException(Path.Combine(directory, "config.json"),
                 $"unknown model_type '{modelType}' (supported: {ArwkvConfig.ModelType})"),
         };
