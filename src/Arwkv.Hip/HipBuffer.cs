@@ -1,0 +1,121 @@
+using System.Runtime.InteropServices;
+
+namespace Arwkv.Hip;
+
+/// <summary>
+/// One device allocation (hipMalloc), freed when disposed or finalized. Sizes are in bytes; the typed helpers
+/// copy spans of unmanaged elements. Uploads and downloads synchronize their stream before returning, so the host
+/// span may be reused (or read) immediately: that is what makes passing managed memory safe.
+/// </summary>
+public sealed class HipBuffer : SafeHandle
+{
+    HipBuffer(long byteLength) : base(0, ownsHandle: true) => ByteLength = byteLength;
+
+    /// <summary>Size of the allocation in bytes.</summary>
+    public long ByteLength { get; }
+
+    /// <inheritdoc />
+    public override bool IsInvalid => handle == 0;
+
+    /// <summary>The device address, for the kernel wrappers (valid while this buffer is alive).</summary>
+    internal nint Pointer
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(IsClosed, this);
+            return handle;
+        }
+    }
+
+    /// <summary>Allocates <paramref name="byteLength"/> bytes of uninitialised device memory.</summary>
+    public static HipBuffer Allocate(long byteLength)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(byteLength);
+        HipRuntime.EnsureLoaded();
+        var buffer = new HipBuffer(byteLength);
+        HipRuntime.Check(NativeMethods.arwkv_hip_malloc(out nint pointer, (nuint)byteLength), "arwkv_hip_malloc");
+        buffer.SetHandle(pointer);
+        return buffer;
+    }
+
+    /// <summary>Allocates room for <paramref name="count"/> elements of <typeparamref name="T"/>.</summary>
+    public static unsafe HipBuffer Allocate<T>(long count) where T : unmanaged => Allocate(checked(count * sizeof(T)));
+
+    /// <summary>Allocates a buffer holding a copy of <paramref name="source"/>.</summary>
+    public static HipBuffer FromHost<T>(ReadOnlySpan<T> source, HipStream? stream = null) where T : unmanaged
+    {
+        var buffer = Allocate<T>(Math.Max(source.Length, 1));
+        try
+        {
+            buffer.Upload(source, stream);
+        }
+        catch
+        {
+            buffer.Dispose();
+            throw;
+        }
+        return buffer;
+    }
+
+    /// <summary>Copies <paramref name="source"/> to the start of this buffer.</summary>
+    public unsafe void Upload<T>(ReadOnlySpan<T> source, HipStream? stream = null) where T : unmanaged
+    {
+        long bytes = (long)source.Length * sizeof(T);
+        RequireBytes(bytes, nameof(source));
+        fixed (T* p = source)
+            HipRuntime.Check(NativeMethods.arwkv_hip_memcpy_h2d(Pointer, p, (nuint)bytes, HipStream.Handle(stream)),
+                "arwkv_hip_memcpy_h2d");
+        Sync(stream);
+    }
+
+    /// <summary>Copies the start of this buffer into <paramref name="destination"/>.</summary>
+    public unsafe void Download<T>(Span<T> destination, HipStream? stream = null) where T : unmanaged
+    {
+        long bytes = (long)destination.Length * sizeof(T);
+        RequireBytes(bytes, nameof(destination));
+        fixed (T* p = destination)
+            HipRuntime.Check(NativeMethods.arwkv_hip_memcpy_d2h(p, Pointer, (nuint)bytes, HipStream.Handle(stream)),
+                "arwkv_hip_memcpy_d2h");
+        Sync(stream);
+    }
+
+    /// <summary>Downloads the first <paramref name="count"/> elements into a new array.</summary>
+    public T[] ToArray<T>(int count, HipStream? stream = null) where T : unmanaged
+    {
+        var result = new T[count];
+        Download<T>(result, stream);
+        return result;
+    }
+
+    /// <summary>Queues a device-to-device copy of <paramref name="byteCount"/> bytes from <paramref name="source"/>.</summary>
+    public void CopyFrom(HipBuffer source, long byteCount, HipStream? stream = null)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        RequireBytes(byteCount, nameof(byteCount));
+        source.RequireBytes(byteCount, nameof(source));
+        HipRuntime.Check(NativeMethods.arwkv_hip_memcpy_d2d(Pointer, source.Pointer, (nuint)byteCount, HipStream.Handle(stream)),
+            "arwkv_hip_memcpy_d2d");
+    }
+
+    /// <summary>Queues filling the whole buffer with zero bytes (float 0.0 and bf16 0.0 alike).</summary>
+    public void Clear(HipStream? stream = null) =>
+        HipRuntime.Check(NativeMethods.arwkv_hip_memset(Pointer, 0, (nuint)ByteLength, HipStream.Handle(stream)),
+            "arwkv_hip_memset");
+
+    /// <summary>Throws unless the buffer holds at least <paramref name="bytes"/> bytes.</summary>
+    internal void RequireBytes(long bytes, string what)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(bytes, what);
+        if (bytes > ByteLength)
+            throw new ArgumentException($"{what} needs {bytes} bytes but the device buffer holds {ByteLength}.", what);
+    }
+
+    static void Sync(HipStream? stream)
+    {
+        if (stream != null) stream.Synchronize();
+        else HipRuntime.Check(NativeMethods.arwkv_hip_stream_synchronize(0), "arwkv_hip_stream_synchronize");
+    }
+
+    /// <inheritdoc />
+    protected override bool ReleaseHandle() => NativeMethods.arwkv_hip_free(handle) == 0;
+}
