@@ -16,6 +16,14 @@ static class Probe
         string only = args.Length > 1 ? args[1] : "all"; // "gemv", "gemm" or "all"
         using var pool = new KernelThreadPool(threads);
         Console.WriteLine($"threads {threads}, path {MatMul.Isa}");
+        if (only is "all" or "peak")
+        {
+            var sink = new float[16];
+            const long iterations = 2_000_000;
+            double seconds = Median(() => FmaPeak(iterations, sink), 50_000_000);
+            double flops = iterations * 12.0 * 16 * 2;
+            Console.WriteLine($"FMA peak, one thread, registers only: {flops / seconds / 1e9,7:F1} GFLOP/s  (per CPU-second {flops / LastCpuSeconds / 1e9,6:F1})");
+        }
         foreach (var type in only is "all" or "gemv" ? new[] { DType.BF16, DType.F32, DType.F16 } : [])
             foreach (var (rows, cols) in new[] { (896, 896), (4864, 896), (896, 4864), (151936, 896) })
             {
@@ -35,6 +43,30 @@ static class Probe
                 double seconds = Median(() => MatMul.Gemm(m.Matrix, x, y, tokens, pool), 2L * rows * cols * tokens / 50);
                 Console.WriteLine($"Gemm {type,-4} {rows,6}x{cols,-5} x{tokens} {seconds * 1e3,8:F2} ms {2.0 * rows * cols * tokens / seconds / 1e9,7:F1} GFLOP/s  (per CPU-second {2.0 * rows * cols * tokens / LastCpuSeconds / 1e9,6:F1})");
             }
+    }
+
+    /// <summary>12 independent FMA chains on 512-bit vectors: what one core can do when loads cost nothing.</summary>
+    static void FmaPeak(long iterations, float[] sink)
+    {
+        var m = System.Runtime.Intrinsics.Vector512.Create(0.999f);
+        var a = System.Runtime.Intrinsics.Vector512.Create(1e-3f);
+        System.Runtime.Intrinsics.Vector512<float> s0 = a, s1 = a, s2 = a, s3 = a, s4 = a, s5 = a, s6 = a, s7 = a, s8 = a, s9 = a, s10 = a, s11 = a;
+        for (long i = 0; i < iterations; i++)
+        {
+            s0 = System.Runtime.Intrinsics.Vector512.FusedMultiplyAdd(s0, m, a);
+            s1 = System.Runtime.Intrinsics.Vector512.FusedMultiplyAdd(s1, m, a);
+            s2 = System.Runtime.Intrinsics.Vector512.FusedMultiplyAdd(s2, m, a);
+            s3 = System.Runtime.Intrinsics.Vector512.FusedMultiplyAdd(s3, m, a);
+            s4 = System.Runtime.Intrinsics.Vector512.FusedMultiplyAdd(s4, m, a);
+            s5 = System.Runtime.Intrinsics.Vector512.FusedMultiplyAdd(s5, m, a);
+            s6 = System.Runtime.Intrinsics.Vector512.FusedMultiplyAdd(s6, m, a);
+            s7 = System.Runtime.Intrinsics.Vector512.FusedMultiplyAdd(s7, m, a);
+            s8 = System.Runtime.Intrinsics.Vector512.FusedMultiplyAdd(s8, m, a);
+            s9 = System.Runtime.Intrinsics.Vector512.FusedMultiplyAdd(s9, m, a);
+            s10 = System.Runtime.Intrinsics.Vector512.FusedMultiplyAdd(s10, m, a);
+            s11 = System.Runtime.Intrinsics.Vector512.FusedMultiplyAdd(s11, m, a);
+        }
+        System.Runtime.Intrinsics.Vector512.CopyTo(s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7 + s8 + s9 + s10 + s11, sink);
     }
 
     /// <summary>Median processor seconds (all threads) per call of the last measurement: on a busy machine, the

@@ -31,22 +31,32 @@ public static unsafe partial class MatMul
             return;
         }
         int cols = w.Cols;
+        if (cols == 0)
+        {
+            if (!accumulate) y[..(tokens * w.Rows)].Clear();
+            return;
+        }
         int maxChunk = Math.Max(256, GemmXChunkBytes / (4 * tokens)) & ~31;
-        int chunks = Math.Max(1, (cols + maxChunk - 1) / maxChunk);
+        int chunks = (cols + maxChunk - 1) / maxChunk;
         int chunk = ((cols + chunks - 1) / chunks + 31) & ~31;
+        var isa = Isa;
         fixed (float* xp = x)
         fixed (float* yp = y)
         {
-            var work = new GemmWork { W = w, X = xp, Y = yp, Tokens = tokens, Isa = Isa };
+            if (isa == KernelIsa.Vector512)
+            {
+                GemmPacked(w, xp, yp, tokens, accumulate, pool, chunk);
+                return;
+            }
+            var work = new GemmWork { W = w, X = xp, Y = yp, Tokens = tokens, Isa = isa };
             int items = (w.Rows + GemmRowsPerItem - 1) / GemmRowsPerItem;
-            for (int c0 = 0; c0 < cols || c0 == 0; c0 += chunk)
+            for (int c0 = 0; c0 < cols; c0 += chunk)
             {
                 work.C0 = c0;
                 work.C1 = Math.Min(cols, c0 + chunk);
                 work.Accumulate = accumulate || c0 > 0;
                 if (pool is null) for (int i = 0; i < items; i++) work.Execute(i);
                 else pool.Run(ref work, items);
-                if (cols == 0) break;
             }
         }
     }
@@ -201,6 +211,7 @@ public static unsafe partial class MatMul
     /// Lane 4j + m of the result is the sum of all lanes of input 4m + j: a transposing reduction that costs 15
     /// shuffle pairs instead of 16 separate horizontal sums.
     /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     static Vector512<float> Sum16(
         Vector512<float> i0, Vector512<float> i1, Vector512<float> i2, Vector512<float> i3,
         Vector512<float> i4, Vector512<float> i5, Vector512<float> i6, Vector512<float> i7,
@@ -218,12 +229,15 @@ public static unsafe partial class MatMul
         return FoldPairs(d0, d1);
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     static Vector512<float> Fold256(Vector512<float> p, Vector512<float> q)
         => System.Runtime.Intrinsics.X86.Avx512F.Shuffle4x128(p, q, 0x44) + System.Runtime.Intrinsics.X86.Avx512F.Shuffle4x128(p, q, 0xEE);
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     static Vector512<float> Fold128(Vector512<float> p, Vector512<float> q)
         => System.Runtime.Intrinsics.X86.Avx512F.Shuffle4x128(p, q, 0x88) + System.Runtime.Intrinsics.X86.Avx512F.Shuffle4x128(p, q, 0xDD);
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     static Vector512<float> FoldPairs(Vector512<float> p, Vector512<float> q)
         => System.Runtime.Intrinsics.X86.Avx512F.Shuffle(p, q, 0b10_00_10_00) + System.Runtime.Intrinsics.X86.Avx512F.Shuffle(p, q, 0b11_01_11_01);
 

@@ -11,6 +11,9 @@ public static unsafe partial class MatMul
 {
     const int F16Chunk = 512;
 
+    /// <summary>Software prefetch of the next row block in the AVX-512 Gemv (measured ~1.4x on DRAM-resident BF16).</summary>
+    internal static bool PrefetchGemv = true;
+
     /// <summary>y[r] (+)= W[r, :] x for r in [r0, r1); x is even/odd permuted when W is BF16 on a vector path.</summary>
     static void GemvRows(WeightMatrix w, float* x, float* y, int r0, int r1, KernelIsa isa, bool accumulate)
     {
@@ -61,9 +64,17 @@ public static unsafe partial class MatMul
         else F32Dot4Scalar(p0, p1, p2, p3, x, 0, cols, sums);
     }
 
-    /// <summary>F16 has no usable widening instruction in .NET, so chunks are widened into L1 first.</summary>
+    /// <summary>
+    /// .NET exposes no F16C/AVX-512 half conversion, so the Vector512 path widens with integer operations and the
+    /// others widen chunks into L1 first.
+    /// </summary>
     static void F16Dot4(Half* p0, Half* p1, Half* p2, Half* p3, float* x, int cols, float* sums, KernelIsa isa)
     {
+        if (isa == KernelIsa.Vector512)
+        {
+            F16Dot4V512((ushort*)p0, (ushort*)p1, (ushort*)p2, (ushort*)p3, x, cols, sums);
+            return;
+        }
         float* buffer = stackalloc float[4 * F16Chunk];
         float* partial = stackalloc float[4];
         float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -118,8 +129,18 @@ public static unsafe partial class MatMul
         Vector512<float> e0 = default, e1 = default, e2 = default, e3 = default;
         Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
         int c = 0;
+        // The next four rows follow these in memory; fetching them now keeps DRAM busy across row blocks, where
+        // the hardware prefetchers (which see four short streams) would otherwise restart.
+        nint ahead = 4 * (nint)cols;
         for (; c <= cols - 32; c += 32)
         {
+            if (PrefetchGemv)
+            {
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p0 + ahead + c);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p1 + ahead + c);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p2 + ahead + c);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p3 + ahead + c);
+            }
             var xe = Vector512.Load(x + c);
             var xo = Vector512.Load(x + c + 16);
             var w0 = Vector512.Load(p0 + c).AsUInt32();
@@ -172,13 +193,76 @@ public static unsafe partial class MatMul
         Bf16Dot4Scalar(p0, p1, p2, p3, x, c, cols, sums);
     }
 
+    /// <summary>
+    /// Exact binary16 -> binary32 of 16 lanes: the exponent-and-mantissa bits shifted into float position are the
+    /// value times 2^-112 (normals and subnormals alike), so one multiply by 2^112 rescales; infinities and NaNs get
+    /// the float's all-ones exponent instead, keeping their payload.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> WidenHalf(Vector256<ushort> half)
+    {
+        var bits = System.Runtime.Intrinsics.X86.Avx512F.ConvertToVector512UInt32(half);
+        var magnitude = (bits & Vector512.Create(0x7FFFu)) << 13;
+        var sign = (bits & Vector512.Create(0x8000u)) << 16;
+        var scaled = magnitude.AsSingle() * Vector512.Create(5.192296858534828e33f); // 2^112
+        var special = (magnitude | Vector512.Create(0x7F800000u)).AsSingle();
+        var isSpecial = Vector512.GreaterThanOrEqual(magnitude, Vector512.Create(0x0F800000u)).AsSingle();
+        return (Vector512.ConditionalSelect(isSpecial, special, scaled).AsUInt32() | sign).AsSingle();
+    }
+
+    static void F16Dot4V512(ushort* p0, ushort* p1, ushort* p2, ushort* p3, float* x, int cols, float* sums)
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        nint ahead = 4 * (nint)cols;
+        int c = 0;
+        for (; c <= cols - 16; c += 16)
+        {
+            if (PrefetchGemv && (c & 31) == 0)
+            {
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p0 + ahead + c);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p1 + ahead + c);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p2 + ahead + c);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p3 + ahead + c);
+            }
+            var xa = Vector512.Load(x + c);
+            a0 = Vector512.FusedMultiplyAdd(WidenHalf(Vector256.Load(p0 + c)), xa, a0);
+            a1 = Vector512.FusedMultiplyAdd(WidenHalf(Vector256.Load(p1 + c)), xa, a1);
+            a2 = Vector512.FusedMultiplyAdd(WidenHalf(Vector256.Load(p2 + c)), xa, a2);
+            a3 = Vector512.FusedMultiplyAdd(WidenHalf(Vector256.Load(p3 + c)), xa, a3);
+        }
+        sums[0] = Vector512.Sum(a0);
+        sums[1] = Vector512.Sum(a1);
+        sums[2] = Vector512.Sum(a2);
+        sums[3] = Vector512.Sum(a3);
+        for (; c < cols; c++)
+        {
+            float xc = x[c];
+            sums[0] += (float)((Half*)p0)[c] * xc;
+            sums[1] += (float)((Half*)p1)[c] * xc;
+            sums[2] += (float)((Half*)p2)[c] * xc;
+            sums[3] += (float)((Half*)p3)[c] * xc;
+        }
+    }
+
     static void F32Dot4V512(float* p0, float* p1, float* p2, float* p3, float* x, int cols, float* sums)
     {
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
         Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
         int c = 0;
+        nint ahead = 4 * (nint)cols;
         for (; c <= cols - 32; c += 32)
         {
+            if (PrefetchGemv)
+            {
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p0 + ahead + c);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p0 + ahead + c + 16);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p1 + ahead + c);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p1 + ahead + c + 16);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p2 + ahead + c);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p2 + ahead + c + 16);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p3 + ahead + c);
+                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p3 + ahead + c + 16);
+            }
             var xa = Vector512.Load(x + c);
             var xb = Vector512.Load(x + c + 16);
             a0 = Vector512.FusedMultiplyAdd(Vector512.Load(p0 + c), xa, a0);

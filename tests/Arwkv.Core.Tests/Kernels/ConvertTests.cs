@@ -91,6 +91,27 @@ public class ConvertTests
     }
 
     [Test]
+    public void VectorHalfWideningIsExactForEveryBitPattern()
+    {
+        Assume.That(Arwkv.Kernels.MatMul.DetectedIsa, Is.EqualTo(Arwkv.Kernels.KernelIsa.Vector512), "needs AVX-512");
+        var lanes = new ushort[16];
+        var widened = new float[16];
+        for (int start = 0; start < 65536; start += 16)
+        {
+            for (int i = 0; i < 16; i++) lanes[i] = (ushort)(start + i);
+            System.Runtime.Intrinsics.Vector512.CopyTo(Arwkv.Kernels.MatMul.WidenHalf(System.Runtime.Intrinsics.Vector256.Create(lanes)), widened);
+            for (int i = 0; i < 16; i++)
+            {
+                float expected = (float)BitConverter.UInt16BitsToHalf(lanes[i]);
+                if (float.IsNaN(expected))
+                    Assert.That(float.IsNaN(widened[i]), $"bits {lanes[i]:X4}");
+                else
+                    Assert.That(BitConverter.SingleToUInt32Bits(widened[i]), Is.EqualTo(BitConverter.SingleToUInt32Bits(expected)), $"bits {lanes[i]:X4}");
+            }
+        }
+    }
+
+    [Test]
     public void ShortDestinationsAreRejected()
     {
         Assert.Throws<ArgumentException>(() => KernelConvert.BFloat16ToFloat32(new ushort[4], new float[3]));
