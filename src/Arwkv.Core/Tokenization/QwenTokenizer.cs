@@ -144,14 +144,35 @@ public sealed class QwenTokenizer
     internal int? ImStartId { get; }
 
     /// <summary>Token ids of <paramref name="text"/>. Special tokens written in the text (e.g. &lt;|im_start|&gt;) are recognized; none are added.</summary>
+    /// <exception cref="ArgumentException"><paramref name="text"/> has an unpaired surrogate, so it has no UTF-8 bytes to encode.</exception>
     public int[] Encode(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
+        ThrowIfUnpairedSurrogate(text);
         IReadOnlyList<int> ids = _bpe.EncodeToIds(text);
         var result = new int[ids.Count];
         for (int i = 0; i < result.Length; i++)
             result[i] = ids[i];
         return result;
+    }
+
+    private static void ThrowIfUnpairedSurrogate(string text)
+    {
+        // Hugging Face refuses such strings too (they are not valid Unicode); most text has no surrogates at all.
+        int i = text.AsSpan().IndexOfAnyInRange('\uD800', '\uDFFF');
+        if (i < 0)
+            return;
+        for (; i < text.Length; i++)
+        {
+            if (!char.IsSurrogate(text[i]))
+                continue;
+            if (char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]))
+            {
+                i++;
+                continue;
+            }
+            throw new ArgumentException($"text has an unpaired surrogate U+{(int)text[i]:X4} at index {i}", nameof(text));
+        }
     }
 
     /// <summary>The text of <paramref name="ids"/> (special tokens included as written).</summary>
