@@ -26,7 +26,9 @@ internal static partial class CliApp
         var config = new InvocationConfiguration();
         if (output is not null) config.Output = output;
         if (error is not null) config.Error = error;
-        return BuildRoot(host).Parse(args).InvokeAsync(config, cancellationToken);
+        // No response files: a prompt such as "@alice hi" must reach the model as written, not be read as a file name.
+        var parser = new ParserConfiguration { ResponseFileTokenReplacer = null };
+        return BuildRoot(host).Parse(args, parser).InvokeAsync(config, cancellationToken);
     }
 
     public static RootCommand BuildRoot(CliHost host)

@@ -205,6 +205,16 @@ public class CliTests
         Assert.That(err, Does.Contain("finish: length"));
     }
 
+    [Test]
+    public async Task PromptsStartingWithAtAreNotResponseFiles()
+    {
+        var model = ReplyModel();
+        var (code, _, err) = await Run(Host(model), "generate", "--model", _dir, "--prompt", "@ab", "--max-tokens", "1");
+        // '@' is outside the fake vocabulary: the prompt reached the tokenizer as written.
+        Assert.That(code, Is.EqualTo(1));
+        AssertOneLineError(err, "cannot encode '@'");
+    }
+
     [TestCase("--top-p", "1.5", "top-p")]
     [TestCase("--temperature", "-1", "temperature")]
     [TestCase("--max-tokens", "0", "--max-tokens")]
