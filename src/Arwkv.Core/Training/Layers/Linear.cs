@@ -7,12 +7,95 @@ namespace Arwkv.Training.Layers;
 /// Bias-free matrix products. <see cref="Forward{TF}"/>/<see cref="Backward{TF}"/> use the nn.Linear layout
 /// W [out, in] (y = x W^T); <see cref="ForwardInOut{TF}"/>/<see cref="BackwardInOut{TF}"/> use the layout of the
 /// RWKV-7 LoRA matrices W [in, out] (y = x W), kept as stored so checkpoints round-trip in the HF layout.
-/// Rows of x are independent, so forward and dx split over rows; dW splits over rows of W.
+/// The public entry points run on <see cref="RowDot"/>; the *Naive twins (plain dot/axpy loops, rows of x split
+/// over cores) are the reference they are tested against.
 /// </summary>
 internal static unsafe class Linear
 {
     // y [N, O] = x [N, I] @ W^T, W [O, I]
     public static void Forward<TF>(Span<TF> y, ReadOnlySpan<TF> x, ReadOnlySpan<TF> w, int n, int inFeatures, int outFeatures)
+        where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
+    {
+        Check(y, x, w, n, inFeatures, outFeatures);
+        fixed (TF* py = y, px = x, pw = w) RowDot.Multiply(py, px, pw, n, outFeatures, inFeatures, accumulate: false);
+    }
+
+    // dx [N, I] += dy [N, O] @ W (skipped when dx is empty); dW [O, I] += dy^T @ x (skipped when dW is empty)
+    public static void Backward<TF>(Span<TF> dx, Span<TF> dw, ReadOnlySpan<TF> dy, ReadOnlySpan<TF> x, ReadOnlySpan<TF> w,
+        int n, int inFeatures, int outFeatures)
+        where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
+    {
+        Check(dy, x, w, n, inFeatures, outFeatures);
+        fixed (TF* pdx = dx, pdw = dw, pdy = dy, px = x, pw = w)
+        {
+            if (!dx.IsEmpty)
+            {
+                // dx[n, i] = sum_o dy[n, o] W^T[i, o]
+                TF[] wt = RowDot.Rent<TF>((long)inFeatures * outFeatures);
+                fixed (TF* pwt = wt)
+                {
+                    RowDot.Transpose(pwt, pw, outFeatures, inFeatures);
+                    RowDot.Multiply(pdx, pdy, pwt, n, inFeatures, outFeatures, accumulate: true);
+                }
+                RowDot.Return(wt);
+            }
+            if (!dw.IsEmpty)
+            {
+                // dW[o, i] = sum_n dy^T[o, n] x^T[i, n]
+                TF[] dyt = RowDot.Rent<TF>((long)n * outFeatures), xt = RowDot.Rent<TF>((long)n * inFeatures);
+                fixed (TF* pdyt = dyt, pxt = xt)
+                {
+                    RowDot.Transpose(pdyt, pdy, n, outFeatures);
+                    RowDot.Transpose(pxt, px, n, inFeatures);
+                    RowDot.Multiply(pdw, pdyt, pxt, outFeatures, inFeatures, n, accumulate: true);
+                }
+                RowDot.Return(dyt);
+                RowDot.Return(xt);
+            }
+        }
+    }
+
+    // y [N, O] = x [N, I] @ W, W [I, O]
+    public static void ForwardInOut<TF>(Span<TF> y, ReadOnlySpan<TF> x, ReadOnlySpan<TF> w, int n, int inFeatures, int outFeatures)
+        where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
+    {
+        Check(y, x, w, n, inFeatures, outFeatures);
+        TF[] wt = RowDot.Rent<TF>((long)inFeatures * outFeatures);
+        fixed (TF* py = y, px = x, pw = w, pwt = wt)
+        {
+            RowDot.Transpose(pwt, pw, inFeatures, outFeatures);
+            RowDot.Multiply(py, px, pwt, n, outFeatures, inFeatures, accumulate: false);
+        }
+        RowDot.Return(wt);
+    }
+
+    // dx [N, I] += dy [N, O] @ W^T; dW [I, O] += x^T @ dy (each skipped when empty)
+    public static void BackwardInOut<TF>(Span<TF> dx, Span<TF> dw, ReadOnlySpan<TF> dy, ReadOnlySpan<TF> x, ReadOnlySpan<TF> w,
+        int n, int inFeatures, int outFeatures)
+        where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
+    {
+        Check(dy, x, w, n, inFeatures, outFeatures);
+        fixed (TF* pdx = dx, pdw = dw, pdy = dy, px = x, pw = w)
+        {
+            if (!dx.IsEmpty) RowDot.Multiply(pdx, pdy, pw, n, inFeatures, outFeatures, accumulate: true);
+            if (!dw.IsEmpty)
+            {
+                // dW[i, o] = sum_n x^T[i, n] dy^T[o, n]
+                TF[] xt = RowDot.Rent<TF>((long)n * inFeatures), dyt = RowDot.Rent<TF>((long)n * outFeatures);
+                fixed (TF* pxt = xt, pdyt = dyt)
+                {
+                    RowDot.Transpose(pxt, px, n, inFeatures);
+                    RowDot.Transpose(pdyt, pdy, n, outFeatures);
+                    RowDot.Multiply(pdw, pxt, pdyt, inFeatures, outFeatures, n, accumulate: true);
+                }
+                RowDot.Return(xt);
+                RowDot.Return(dyt);
+            }
+        }
+    }
+
+    // y [N, O] = x [N, I] @ W^T, W [O, I]
+    public static void ForwardNaive<TF>(Span<TF> y, ReadOnlySpan<TF> x, ReadOnlySpan<TF> w, int n, int inFeatures, int outFeatures)
         where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
     {
         Check(y, x, w, n, inFeatures, outFeatures);
@@ -30,7 +113,7 @@ internal static unsafe class Linear
     }
 
     // dx [N, I] += dy [N, O] @ W (skipped when dx is empty); dW [O, I] += dy^T @ x (skipped when dW is empty)
-    public static void Backward<TF>(Span<TF> dx, Span<TF> dw, ReadOnlySpan<TF> dy, ReadOnlySpan<TF> x, ReadOnlySpan<TF> w,
+    public static void BackwardNaive<TF>(Span<TF> dx, Span<TF> dw, ReadOnlySpan<TF> dy, ReadOnlySpan<TF> x, ReadOnlySpan<TF> w,
         int n, int inFeatures, int outFeatures)
         where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
     {
@@ -66,7 +149,7 @@ internal static unsafe class Linear
     }
 
     // y [N, O] = x [N, I] @ W, W [I, O]
-    public static void ForwardInOut<TF>(Span<TF> y, ReadOnlySpan<TF> x, ReadOnlySpan<TF> w, int n, int inFeatures, int outFeatures)
+    public static void ForwardInOutNaive<TF>(Span<TF> y, ReadOnlySpan<TF> x, ReadOnlySpan<TF> w, int n, int inFeatures, int outFeatures)
         where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
     {
         Check(y, x, w, n, inFeatures, outFeatures);
@@ -86,7 +169,7 @@ internal static unsafe class Linear
     }
 
     // dx [N, I] += dy [N, O] @ W^T; dW [I, O] += x^T @ dy (each skipped when empty)
-    public static void BackwardInOut<TF>(Span<TF> dx, Span<TF> dw, ReadOnlySpan<TF> dy, ReadOnlySpan<TF> x, ReadOnlySpan<TF> w,
+    public static void BackwardInOutNaive<TF>(Span<TF> dx, Span<TF> dw, ReadOnlySpan<TF> dy, ReadOnlySpan<TF> x, ReadOnlySpan<TF> w,
         int n, int inFeatures, int outFeatures)
         where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
     {
