@@ -42,11 +42,8 @@ public sealed class Qwen2Model : LanguageModel
         _mode = options.Mode;
         int c = config.HiddenSize, kv = config.KeyValueSize, f = config.IntermediateSize, v = config.VocabSize;
         _embedding = Matrix("model.embed_tokens.weight", v, c);
-        if (config.TieWordEmbeddings)
-        {
-            if (file.Contains("lm_head.weight")) _lmHead = Matrix("lm_head.weight", v, c);
-            else _lmHead = _embedding;
-        }
+        // Tied like transformers: the embedding is the output matrix even if a copy of lm_head.weight was saved.
+        if (config.TieWordEmbeddings) _lmHead = _embedding;
         else
         {
             if (!file.Contains("lm_head.weight"))
@@ -163,7 +160,7 @@ public sealed class Qwen2Model : LanguageModel
         Span<float> tapInputs, Span<float> tapOutputs)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (state is not Qwen2State s || s.Layers != Config.NumLayers || s.KeyValueSize != Config.KeyValueSize)
+        if (state is not Qwen2State s || s.Layers != Config.NumLayers || s.KeyValueSize != Config.KeyValueSize || !s.Fits(Config))
             throw new ArgumentException("state was not created by this model", nameof(state));
         if (tokens.IsEmpty) throw new ArgumentException("no tokens", nameof(tokens));
         int vocab = Config.VocabSize;
@@ -335,6 +332,7 @@ internal sealed class Qwen2State : ModelState
     private const uint Magic = 0x5332_5751; // "QW2S"
     private const int FormatVersion = 1;
     private Qwen2Workspace? _workspace;
+    private Qwen2Config? _workspaceConfig;
 
     public Qwen2State(int layers, int keyValueSize)
     {
@@ -376,9 +374,18 @@ internal sealed class Qwen2State : ModelState
         return grown;
     }
 
+    /// <summary>Whether the scratch buffers (if any) were sized for a model of this width.</summary>
+    public bool Fits(Qwen2Config config) => _workspaceConfig is null
+        || (_workspaceConfig.HiddenSize == config.HiddenSize && _workspaceConfig.IntermediateSize == config.IntermediateSize
+            && _workspaceConfig.NumAttentionHeads == config.NumAttentionHeads);
+
     public Qwen2Workspace Workspace(int tokens, int positions, Qwen2Config config)
     {
-        _workspace ??= new Qwen2Workspace();
+        if (_workspace is null || !ReferenceEquals(_workspaceConfig, config))
+        {
+            _workspace = new Qwen2Workspace();
+            _workspaceConfig = config;
+        }
         _workspace.Ensure(tokens, positions, config);
         return _workspace;
     }

@@ -85,6 +85,21 @@ public class Qwen2ModelTests
     }
 
     [Test]
+    public void TiedCheckpointUsesTheEmbeddingEvenWithASavedLmHead()
+    {
+        var shape = new Qwen2TestShape { Tied = true, Seed = 13 };
+        var rng = new Random(1);
+        var stray = Enumerable.Range(0, shape.Vocab * shape.Hidden).Select(_ => (float)rng.NextDouble()).ToArray();
+        string dir = Write(shape, ts => ts.Append(new TensorToWrite("lm_head.weight", DType.F32, [shape.Vocab, shape.Hidden], stray)));
+        int[] tokens = Tokens(6, shape.Vocab, 2);
+        double[] expected = new Qwen2Reference(shape, Qwen2TestCheckpoint.ReadWeights(dir)).Forward(tokens);
+        using var model = Qwen2Model.Load(dir);
+        var logits = new float[tokens.Length * shape.Vocab];
+        model.Forward(tokens, model.CreateState(), logits, LogitsScope.All);
+        Assert.That(Qwen2Reference.RelativeError(logits, expected), Is.LessThan(1e-4));
+    }
+
+    [Test]
     public void LastScopeWritesTheFinalRowAndNoneOnlyAdvances()
     {
         var shape = new Qwen2TestShape();
@@ -107,18 +122,22 @@ public class Qwen2ModelTests
         Assert.That(Qwen2Reference.RelativeError(split, last), Is.LessThan(1e-5));
     }
 
-    [Test]
-    public void LayerTapsMatchReference()
+    [TestCase(ForwardMode.Prefill, 12)]
+    [TestCase(ForwardMode.Recurrent, 12)]
+    [TestCase(ForwardMode.Prefill, Qwen2Model.PrefillChunk + 8)]
+    public void LayerTapsMatchReference(ForwardMode mode, int count)
     {
-        var shape = new Qwen2TestShape { Layers = 3, Seed = 9 };
+        var shape = count > 100
+            ? new Qwen2TestShape { Layers = 3, Hidden = 32, Heads = 2, KvHeads = 1, Intermediate = 32, Vocab = 40, Seed = 9 }
+            : new Qwen2TestShape { Layers = 3, Seed = 9 };
         string dir = Write(shape);
-        int[] tokens = Tokens(12, shape.Vocab, 8);
+        int[] tokens = Tokens(count, shape.Vocab, 8);
         int size = shape.Layers * tokens.Length * shape.Hidden;
         var expectedIn = new double[size];
         var expectedOut = new double[size];
         double[] expectedLogits = new Qwen2Reference(shape, Qwen2TestCheckpoint.ReadWeights(dir)).Forward(tokens, expectedIn, expectedOut);
 
-        using var model = Qwen2Model.Load(dir);
+        using var model = Qwen2Model.Load(dir, new ModelOptions { Mode = mode });
         var tapIn = new float[size];
         var tapOut = new float[size];
         var logits = new float[tokens.Length * shape.Vocab];
