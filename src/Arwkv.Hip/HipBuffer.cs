@@ -62,10 +62,13 @@ public sealed class HipBuffer : SafeHandle
     {
         long bytes = (long)source.Length * sizeof(T);
         RequireBytes(bytes, nameof(source));
+        // The span stays pinned until the stream has finished with it: the runtime may stage pageable copies.
         fixed (T* p = source)
+        {
             HipRuntime.Check(NativeMethods.arwkv_hip_memcpy_h2d(Pointer, p, (nuint)bytes, HipStream.Handle(stream)),
                 "arwkv_hip_memcpy_h2d");
-        Sync(stream);
+            Sync(stream);
+        }
     }
 
     /// <summary>Copies the start of this buffer into <paramref name="destination"/>.</summary>
@@ -74,9 +77,11 @@ public sealed class HipBuffer : SafeHandle
         long bytes = (long)destination.Length * sizeof(T);
         RequireBytes(bytes, nameof(destination));
         fixed (T* p = destination)
+        {
             HipRuntime.Check(NativeMethods.arwkv_hip_memcpy_d2h(p, Pointer, (nuint)bytes, HipStream.Handle(stream)),
                 "arwkv_hip_memcpy_d2h");
-        Sync(stream);
+            Sync(stream);
+        }
     }
 
     /// <summary>Downloads the first <paramref name="count"/> elements into a new array.</summary>

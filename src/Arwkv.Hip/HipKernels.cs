@@ -9,7 +9,7 @@ namespace Arwkv.Hip;
 /// hold float32 unless a <see cref="DType"/> says otherwise; "N" is the number of tokens (batch * time).
 /// Backward methods add into their gradient buffers unless documented as overwriting.
 /// </summary>
-public static class HipKernels
+public static partial class HipKernels
 {
     const int F = sizeof(float);
     const int HeadSize = 64;
