@@ -75,7 +75,7 @@ internal static class LargeCheckpointWriter
                     switch (type)
                     {
                         case DType.F32: MemoryMarshal.AsBytes(floats.AsSpan(0, n)).CopyTo(dst); break;
-                        case DType.BF16: global::Arwkv.Arwkv.Kernels.Convert.Float32ToBFloat16(floats.AsSpan(0, n), MemoryMarshal.Cast<byte, ushort>(dst)); break;
+                        case DType.BF16: global::Arwkv.Kernels.Convert.Float32ToBFloat16(floats.AsSpan(0, n), MemoryMarshal.Cast<byte, ushort>(dst)); break;
                         case DType.F16: System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(floats.AsSpan(0, n), MemoryMarshal.Cast<byte, Half>(dst)); break;
                     }
                     stream.Write(dst);
