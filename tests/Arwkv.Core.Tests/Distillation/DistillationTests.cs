@@ -1,0 +1,102 @@
+using System.Globalization;
+using System.Text.Json;
+using Arwkv.Training;
+
+namespace Arwkv.Tests.Distillation;
+
+public class DistillationTests
+{
+    private static string TempDir(string tag) => Path.Combine(Path.GetTempPath(), $"arwkv-{tag}-{Guid.NewGuid():N}");
+
+    /// <summary>The demo text ships with the repository; tests find it by walking up from the test binaries.</summary>
+    private static string MobyDick()
+    {
+        for (var dir = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); dir is not null; dir = dir.Parent)
+        {
+            string path = Path.Combine(dir.FullName, "data", "moby-dick.txt");
+            if (File.Exists(path)) return path;
+        }
+        Assert.Fail("data/moby-dick.txt not found above the test directory");
+        return "";
+    }
+
+    [Test]
+    public void QuickDemoPrintsJsonAndStage2LowersTheKl()
+    {
+        string outDir = TempDir("demo");
+        try
+        {
+            var output = new StringWriter(CultureInfo.InvariantCulture);
+            DemoResult result = Demo.Run(new DemoOptions { OutputDirectory = outDir, DataPath = MobyDick(), Quick = true }, output);
+            string[] lines = output.ToString().TrimEnd().Split('\n');
+            TestContext.Out.WriteLine(string.Join('\n', lines.TakeLast(14)));
+
+            using JsonDocument json = JsonDocument.Parse(lines[^1]);
+            string[] keys = ["teacher_ppl", "student_stage1_ppl", "student_ppl", "kl_stage1", "kl_stage2", "top1_agreement"];
+            Assert.That(json.RootElement.EnumerateObject().Select(p => p.Name), Is.EqualTo(keys));
+            foreach (string key in keys) Assert.That(double.IsFinite(json.RootElement.GetProperty(key).GetDouble()), key);
+            Assert.That(json.RootElement.GetProperty("kl_stage2").GetDouble(), Is.EqualTo(result.KlStage2).Within(1e-6));
+
+            // Stage 2 minimizes exactly this KL: its training loss falls (first vs last quarter), and so does the validation KL.
+            var losses = result.Stage2Losses;
+            int quarter = Math.Max(1, losses.Count / 4);
+            Assert.That(losses.TakeLast(quarter).Average(), Is.LessThan(losses.Take(quarter).Average()));
+            Assert.That(result.KlStage2, Is.LessThan(result.KlStage1));
+            Assert.That(File.Exists(Path.Combine(outDir, "loss.svg")));
+            Assert.That(File.ReadAllText(Path.Combine(outDir, "loss.svg")), Does.Contain("<polyline"));
+
+            // The saved student is a real ARWKV checkpoint.
+            using var model = ArwkvModel.Load(Path.Combine(outDir, "student"));
+            Assert.That(model.VocabSize, Is.EqualTo(259));
+        }
+        finally
+        {
+            if (Directory.Exists(outDir)) Directory.Delete(outDir, recursive: true);
+        }
+    }
+
+    [TestCase(1)]
+    [TestCase(2)]
+    public void ResumedRunReproducesTheUninterruptedLosses(int stage)
+    {
+        string root = TempDir("resume");
+        try
+        {
+            // A tiny teacher to distill from (its quality does not matter here).
+            string teacherDir = Path.Combine(root, "teacher");
+            var teacher = new Qwen2Trainable<float>(new Qwen2Config
+            {
+                HiddenSize = 64, NumLayers = 2, IntermediateSize = 96, VocabSize = 259, NumAttentionHeads = 4, NumKeyValueHeads = 2,
+            }, 1, 1);
+            teacher.Initialize(3);
+            teacher.Save(teacherDir);
+            string data = Path.Combine(root, "text.txt");
+            File.WriteAllText(data, string.Concat(Enumerable.Range(0, 60).Select(i => $"line {i}: the whale {i * 7 % 13} swam. ")));
+
+            DistillOptions Options(string outDir, bool resume, int stopAfter) => new()
+            {
+                TeacherDirectory = teacherDir, DataPath = data, Stage = stage, OutputDirectory = outDir, Steps = 8, LearningRate = 3e-3,
+                BatchSize = 2, SeqLen = 32, Seed = 5, Resume = resume, StopAfter = stopAfter, CheckpointEvery = 0,
+            };
+
+            double[] straight = Distiller.Run(Options(Path.Combine(root, "a"), false, 0), TextWriter.Null).Losses.ToArray();
+
+            string b = Path.Combine(root, "b");
+            Distiller.Run(Options(b, false, 3), TextWriter.Null);   // "killed" after 3 steps: every in-memory object is dropped
+            GC.Collect();
+            Trainer resumed = Distiller.Run(Options(b, true, 0), TextWriter.Null);
+
+            Assert.That(straight, Has.Length.EqualTo(8));
+            Assert.That(resumed.Step, Is.EqualTo(8));
+            Assert.That(resumed.Losses.ToArray(), Is.EqualTo(straight), "per-step losses of the resumed run");
+            Assert.That(straight.Distinct().Count(), Is.GreaterThan(1), "the losses must actually change");
+            float[] weightsA = ModelFiles.LoadStudent(Path.Combine(root, "a"), 1, 1).Parameters.Data;
+            float[] weightsB = ModelFiles.LoadStudent(b, 1, 1).Parameters.Data;
+            Assert.That(weightsB, Is.EqualTo(weightsA), "final weights");
+        }
+        finally
+        {
+            if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
+        }
+    }
+}
