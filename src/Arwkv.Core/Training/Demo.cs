@@ -43,7 +43,7 @@ internal static class Demo
     private sealed record Size(int Hidden, int Layers, int Intermediate, int Heads, int KvHeads, int SeqLen, int Batch,
         int TeacherSteps, int Stage1Steps, int Stage2Steps, int ValidationSequences, int MaxTextBytes, int SampleBytes, LoraRanks Ranks);
 
-    private static readonly Size Full = new(128, 2, 384, 4, 2, 128, 8, 500, 150, 300, 24, int.MaxValue, 200, new LoraRanks(16, 16, 8, 32));
+    private static readonly Size Full = new(128, 2, 384, 4, 2, 128, 8, 1200, 200, 600, 24, int.MaxValue, 200, new LoraRanks(16, 16, 8, 32));
     private static readonly Size Small = new(64, 1, 128, 4, 2, 32, 4, 60, 25, 40, 4, 40_000, 40, new LoraRanks(8, 8, 4, 8));
 
     public static DemoResult Run(DemoOptions options, TextWriter output, CancellationToken cancellationToken = default)

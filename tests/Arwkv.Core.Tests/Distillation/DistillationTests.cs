@@ -99,4 +99,42 @@ public class DistillationTests
             if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
         }
     }
+
+    [Test]
+    public void EvaluationMatchesTheTrainingForwardAndIsZeroAgainstItself()
+    {
+        string root = TempDir("eval");
+        try
+        {
+            const int t = 24;
+            var teacher = new Qwen2Trainable<float>(new Qwen2Config
+            {
+                HiddenSize = 32, NumLayers = 1, IntermediateSize = 48, VocabSize = 259, NumAttentionHeads = 4, NumKeyValueHeads = 2,
+            }, 1, t);
+            teacher.Initialize(9);
+            // Larger weights than the init, so the model is far from uniform and the perplexity says something.
+            for (int i = 0; i < teacher.Parameters.Data.Length; i++) teacher.Parameters.Data[i] *= 20;
+            string dir = Path.Combine(root, "teacher");
+            teacher.Save(dir);
+            string data = Path.Combine(root, "text.txt");
+            File.WriteAllText(data, "It is not down on any map; true places never are. Call me Ishmael.");
+
+            var sequences = Distiller.LoadSequences(data, t);
+            double ce = 0;
+            foreach (var s in sequences)
+                ce += Arwkv.Training.Layers.Losses.CrossEntropyForward<float>(teacher.Forward(s.Inputs, 1, t), s.Targets, default, t, 259);
+            double expected = Math.Exp(ce / sequences.Count);
+
+            EvaluationResult r = Distiller.Evaluate(dir, data, dir, t, 0, TextWriter.Null);
+            Assert.That(r.Tokens, Is.EqualTo(sequences.Count * t));
+            Assert.That(r.Perplexity, Is.EqualTo(expected).Within(1e-4 * expected));
+            Assert.That(r.Perplexity, Is.GreaterThan(1.5).And.Not.EqualTo(259).Within(1));
+            Assert.That(r.MeanKl, Is.EqualTo(0).Within(1e-9));
+            Assert.That(r.Top1Agreement, Is.EqualTo(1));
+        }
+        finally
+        {
+            if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
+        }
+    }
 }
