@@ -100,6 +100,7 @@ internal static class Demo
             trainer.Run(size.TeacherSteps, p => Report(output, "teacher", p), ReportEvery(size.TeacherSteps), cancellationToken: cancellationToken);
             teacherLosses.AddRange(trainer.Losses);
             teacher.Save(teacherDir);
+            ByteTokenizerJson.Write(teacherDir);
             AtomicFile.WriteAllText(stampPath, stamp);
         }
 
@@ -114,6 +115,7 @@ internal static class Demo
         stage1.Run(size.Stage1Steps, p => Report(output, "stage 1", p), ReportEvery(size.Stage1Steps), cancellationToken: cancellationToken);
         string stage1Dir = Path.Combine(outDir, "student-stage1");
         ModelFiles.SaveStudent(stage1Dir, student);
+        ByteTokenizerJson.Write(stage1Dir);
 
         // ---- stage 2 ----
         output.WriteLine(Invariant($"stage 2: KL(teacher || student), all parameters, {size.Stage2Steps} steps"));
@@ -125,6 +127,7 @@ internal static class Demo
         stage2.Run(size.Stage2Steps, p => Report(output, "stage 2", p), ReportEvery(size.Stage2Steps), cancellationToken: cancellationToken);
         string studentDir = Path.Combine(outDir, "student");
         ModelFiles.SaveStudent(studentDir, student);
+        ByteTokenizerJson.Write(studentDir);
 
         var curves = new List<(string, IReadOnlyList<double>)>();
         if (teacherLosses.Count > 0) curves.Add(("teacher: next-byte cross-entropy", teacherLosses));
@@ -161,7 +164,7 @@ internal static class Demo
         output.WriteLine($"student: {Printable(studentSample)}");
         output.WriteLine();
         output.WriteLine($"teacher checkpoint: {teacherDir}");
-        output.WriteLine($"student checkpoint: {studentDir} (arwkv generate -m {studentDir} ... needs a tokenizer; the demo decodes bytes)");
+        output.WriteLine($"student checkpoint: {studentDir} (try: arwkv generate -m {studentDir} -p \"Call me Ishmael.\" --temperature 0)");
         output.WriteLine($"loss curves: {svgPath}");
         output.WriteLine(Invariant($"wall time: {clock.Elapsed.TotalSeconds:F1} s"));
         output.WriteLine(result.ToJson());

@@ -73,6 +73,7 @@ internal static class Distiller
         if (trainer.Step >= options.Steps)
         {
             ModelFiles.SaveStudent(options.OutputDirectory, student);
+            ByteTokenizerJson.Write(options.OutputDirectory);
             LossCurve.Write(Path.Combine(options.OutputDirectory, "loss.svg"), [($"stage {options.Stage} loss", trainer.Losses)]);
             output.WriteLine($"student written to {options.OutputDirectory}");
         }

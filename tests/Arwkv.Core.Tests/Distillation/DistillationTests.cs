@@ -48,6 +48,10 @@ public class DistillationTests
             // The saved student is a real ARWKV checkpoint.
             using var model = ArwkvModel.Load(Path.Combine(outDir, "student"));
             Assert.That(model.VocabSize, Is.EqualTo(259));
+            // ... with a tokenizer.json that reproduces the byte tokenizer, so `arwkv generate` can run it.
+            Assert.That(model.Tokenizer, Is.Not.Null);
+            const string text = "Call me Ishmael, \u00e9t\u00e9 \u2014 whale!\n<|endoftext|>";
+            Assert.That(model.Tokenizer!.Encode(text), Is.EqualTo(Arwkv.Training.Data.ByteTokenizer.Instance.Encode(text, allowSpecial: true)));
         }
         finally
         {
