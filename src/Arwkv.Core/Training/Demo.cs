@@ -86,6 +86,10 @@ internal static class Demo
         {
             teacher = cached!;
             output.WriteLine($"teacher: reusing {teacherDir}");
+            string lossPath = Path.Combine(teacherDir, "losses.txt");
+            if (File.Exists(lossPath))
+                foreach (string line in File.ReadLines(lossPath))
+                    if (double.TryParse(line, NumberStyles.Float, CultureInfo.InvariantCulture, out double loss)) teacherLosses.Add(loss);
         }
         else
         {
@@ -101,6 +105,7 @@ internal static class Demo
             teacherLosses.AddRange(trainer.Losses);
             teacher.Save(teacherDir);
             ByteTokenizerJson.Write(teacherDir);
+            AtomicFile.WriteAllText(Path.Combine(teacherDir, "losses.txt"), string.Join('\n', teacherLosses.Select(l => l.ToString("R", CultureInfo.InvariantCulture))));
             AtomicFile.WriteAllText(stampPath, stamp);
         }
 
