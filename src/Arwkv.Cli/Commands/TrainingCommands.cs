@@ -46,8 +46,10 @@ internal static partial class CliApp
         var freezeMlp = new Option<bool>("--freeze-mlp") { Description = "Stages 2/3: keep the MLPs fixed" };
         var resume = new Option<bool>("--resume") { Description = "Continue from OUT/checkpoint" };
         var checkpointEvery = new Option<int>("--checkpoint-every") { DefaultValueFactory = _ => 50, Description = "Checkpoint interval in steps" };
+        var dpo = new Option<string?>("--dpo") { Description = "Stage 3: preference pairs (.jsonl with prompt/chosen/rejected) for DPO instead of SFT" };
+        var beta = new Option<double>("--beta") { DefaultValueFactory = _ => 0.1, Description = "DPO beta" };
         var command = new Command("distill", "Distill a Qwen2 teacher into an ARWKV student (one stage)");
-        foreach (Option o in new Option[] { teacher, data, stage, output, initFrom, steps, lr, batch, seqLen, seed, freezeMlp, resume, checkpointEvery }) command.Options.Add(o);
+        foreach (Option o in new Option[] { teacher, data, stage, output, initFrom, steps, lr, batch, seqLen, seed, freezeMlp, resume, checkpointEvery, dpo, beta }) command.Options.Add(o);
         SetBody(command, (result, stdout, stderr, cancellationToken) =>
         {
             Distiller.Run(new DistillOptions
@@ -56,7 +58,7 @@ internal static partial class CliApp
                 OutputDirectory = result.GetValue(output)!, InitFrom = result.GetValue(initFrom), Steps = result.GetValue(steps),
                 LearningRate = result.GetValue(lr), BatchSize = result.GetValue(batch), SeqLen = result.GetValue(seqLen),
                 Seed = result.GetValue(seed), FreezeMlp = result.GetValue(freezeMlp), Resume = result.GetValue(resume),
-                CheckpointEvery = result.GetValue(checkpointEvery),
+                CheckpointEvery = result.GetValue(checkpointEvery), PreferencePath = result.GetValue(dpo), Beta = result.GetValue(beta),
             }, stdout, cancellationToken);
             return Task.FromResult(0);
         });

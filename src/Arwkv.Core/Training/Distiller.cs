@@ -24,6 +24,10 @@ internal sealed record DistillOptions
     public bool Resume { get; init; }
     /// <summary>Write OUT/checkpoint every this many steps (0: only at the end).</summary>
     public int CheckpointEvery { get; init; } = 50;
+    /// <summary>Stage 3 with preference pairs (.jsonl of prompt/chosen/rejected): DPO instead of SFT.</summary>
+    public string? PreferencePath { get; init; }
+    /// <summary>DPO temperature beta.</summary>
+    public double Beta { get; init; } = 0.1;
     /// <summary>Stop after this many steps of this invocation (for testing interruption); 0: run to <see cref="Steps"/>.</summary>
     public int StopAfter { get; init; }
 }
@@ -35,11 +39,12 @@ internal sealed record DistillOptions
 /// </summary>
 internal static class Distiller
 {
-    public static Trainer Run(DistillOptions options, TextWriter output, CancellationToken cancellationToken = default)
+    public static Trainer? Run(DistillOptions options, TextWriter output, CancellationToken cancellationToken = default)
     {
         if (options.Stage is < 1 or > 3) throw new ArgumentException($"--stage must be 1, 2 or 3, got {options.Stage}");
         if (options.Steps <= 0 || options.BatchSize <= 0 || options.SeqLen <= 0) throw new ArgumentException("--steps, --batch and --seq-len must be positive");
         var stage = (TrainingStage)options.Stage;
+        if (options.PreferencePath is not null) return RunDpo(options, output, cancellationToken);
         Qwen2Trainable<float> teacher = Qwen2Trainable<float>.Load(options.TeacherDirectory, options.BatchSize, options.SeqLen);
         if (teacher.Config.VocabSize != ByteTokenizer.VocabSize)
             throw new CheckpointException(Path.Combine(options.TeacherDirectory, "config.json"),
@@ -79,6 +84,34 @@ internal static class Distiller
         }
         else output.WriteLine($"stopped at step {trainer.Step}/{options.Steps}; continue with --resume");
         return trainer;
+    }
+
+    /// <summary>Stage 3 DPO against a frozen copy of the starting student; returns null (no <see cref="Trainer"/>), writes the student to OUT.</summary>
+    private static Trainer? RunDpo(DistillOptions options, TextWriter output, CancellationToken cancellationToken)
+    {
+        if (options.Stage != 3) throw new ArgumentException("--dpo is a stage 3 option");
+        if (options.InitFrom is null) throw new ArgumentException("DPO needs --init-from (the policy's start, which is also the frozen reference)");
+        List<PreferencePair> pairs = PreferencePair.Read(options.PreferencePath!);
+        ArwkvStudent<float> policy = ModelFiles.LoadStudent(options.InitFrom, 2, options.SeqLen);
+        ArwkvStudent<float> reference = ModelFiles.LoadStudent(options.InitFrom, 2, options.SeqLen);
+        var dpo = new DpoTrainer(policy, reference, pairs, new TrainerOptions
+        {
+            Steps = options.Steps, LrMax = options.LearningRate, LrMin = options.LearningRate / 10, WarmupSteps = Math.Max(1, options.Steps / 10),
+            BatchSize = 2, SeqLen = options.SeqLen, Seed = (ulong)options.Seed, FreezeMlp = options.FreezeMlp,
+        }, options.Beta);
+        output.WriteLine($"stage 3 (DPO, beta {options.Beta.ToString(CultureInfo.InvariantCulture)}): {pairs.Count} preference pairs");
+        while (dpo.Step < options.Steps)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            double loss = dpo.TrainStep();
+            if (dpo.Step % Math.Max(1, options.Steps / 20) == 0 || dpo.Step == options.Steps)
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[dpo] step {dpo.Step,5}/{options.Steps}  loss {loss,8:F4}"));
+        }
+        ModelFiles.SaveStudent(options.OutputDirectory, policy);
+        ByteTokenizerJson.Write(options.OutputDirectory);
+        LossCurve.Write(Path.Combine(options.OutputDirectory, "loss.svg"), [("stage 3 DPO loss", dpo.Losses)]);
+        output.WriteLine($"student written to {options.OutputDirectory}");
+        return null;
     }
 
     /// <summary>Byte-tokenized, packed sequences of a text (or .jsonl) file.</summary>

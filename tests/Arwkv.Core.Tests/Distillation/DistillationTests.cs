@@ -83,12 +83,12 @@ public class DistillationTests
                 BatchSize = 2, SeqLen = 32, Seed = 5, Resume = resume, StopAfter = stopAfter, CheckpointEvery = 0,
             };
 
-            double[] straight = Distiller.Run(Options(Path.Combine(root, "a"), false, 0), TextWriter.Null).Losses.ToArray();
+            double[] straight = Distiller.Run(Options(Path.Combine(root, "a"), false, 0), TextWriter.Null)!.Losses.ToArray();
 
             string b = Path.Combine(root, "b");
             Distiller.Run(Options(b, false, 3), TextWriter.Null);   // "killed" after 3 steps: every in-memory object is dropped
             GC.Collect();
-            Trainer resumed = Distiller.Run(Options(b, true, 0), TextWriter.Null);
+            Trainer resumed = Distiller.Run(Options(b, true, 0), TextWriter.Null)!;
 
             Assert.That(straight, Has.Length.EqualTo(8));
             Assert.That(resumed.Step, Is.EqualTo(8));
@@ -140,5 +140,36 @@ public class DistillationTests
         {
             if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
         }
+    }
+
+    [Test]
+    public void DpoStartsAtLn2AndWidensTheMargin()
+    {
+        var config = new ArwkvConfig { HiddenSize = 64, NumLayers = 1, IntermediateSize = 96, VocabSize = 259 };
+        var ranks = new LoraRanks(8, 8, 4, 8);
+        ArwkvStudent<float> Make()
+        {
+            var s = new ArwkvStudent<float>(config, 2, 48, ranks);
+            s.InitializeRwkv7(4);
+            return s;
+        }
+        ArwkvStudent<float> policy = Make(), reference = Make();
+        PreferencePair Pair(string p, string c, string r) => new(Arwkv.Training.Data.ByteTokenizer.Instance.Encode(p),
+            Arwkv.Training.Data.ByteTokenizer.Instance.Encode(c), Arwkv.Training.Data.ByteTokenizer.Instance.Encode(r));
+        PreferencePair[] pairs = [Pair("Q: whale? A:", " yes, a white one", " no idea"), Pair("Q: ship? A:", " the Pequod", " a car")];
+        var dpo = new DpoTrainer(policy, reference, pairs, new TrainerOptions { Steps = 30, LrMax = 3e-3, LrMin = 3e-4, WarmupSteps = 1, SeqLen = 48, Seed = 2 }, beta: 0.5);
+
+        double Margin() => pairs.Select((_, i) =>
+        {
+            var (pc, pr) = dpo.LogProbs(policy, i);
+            var (rc, rr) = dpo.LogProbs(reference, i);
+            return (pc - rc) - (pr - rr);
+        }).Sum();
+        Assert.That(Margin(), Is.EqualTo(0).Within(1e-9), "policy == reference at the start");
+        double first = dpo.TrainStep();
+        Assert.That(first, Is.EqualTo(Math.Log(2)).Within(1e-6), "-log sigmoid(0)");
+        while (dpo.Step < 30) dpo.TrainStep();
+        Assert.That(Margin(), Is.GreaterThan(1.0));
+        Assert.That(dpo.Losses.TakeLast(4).Average(), Is.LessThan(0.5 * Math.Log(2)));
     }
 }
