@@ -61,6 +61,7 @@ public class DistillationTests
 
     [TestCase(1)]
     [TestCase(2)]
+    [TestCase(3)]
     public void ResumedRunReproducesTheUninterruptedLosses(int stage)
     {
         string root = TempDir("resume");
