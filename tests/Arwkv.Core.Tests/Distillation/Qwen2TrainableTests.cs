@@ -95,6 +95,23 @@ public class Qwen2TrainableTests
                 for (int i = 0; i < logits.Length; i++) worst = Math.Max(worst, Math.Abs(logits[i] - trainable[i]));
                 TestContext.Out.WriteLine($"max |trainable - Qwen2Model| = {worst:E2}");
                 Assert.That(worst, Is.LessThan(2e-5));
+
+                // Stage 1's taps: the trainable forward's per-layer attention inputs/outputs equal the inference model's.
+                int c = config.HiddenSize;
+                var inputs = new float[config.NumLayers * t * c];
+                var outputs = new float[config.NumLayers * t * c];
+                model.ForwardWithLayerTaps(tokens, model.CreateState(), inputs, outputs);
+                double worstTap = 0;
+                for (int l = 0; l < config.NumLayers; l++)
+                {
+                    float[] ti = teacher.AttentionInput(l).ToArray(), to = teacher.AttentionOutput(l).ToArray();
+                    for (int i = 0; i < t * c; i++)
+                    {
+                        worstTap = Math.Max(worstTap, Math.Abs(ti[i] - inputs[l * t * c + i]));
+                        worstTap = Math.Max(worstTap, Math.Abs(to[i] - outputs[l * t * c + i]));
+                    }
+                }
+                Assert.That(worstTap, Is.LessThan(2e-5));
             }
             var reloaded = Qwen2Trainable<float>.Load(dir, 1, t);
             Assert.That(reloaded.Parameters.Data, Is.EqualTo(teacher.Parameters.Data));
