@@ -42,6 +42,8 @@ internal static partial class CliApp
         root.Subcommands.Add(Commands.ConvertCommand.Create());
         root.Subcommands.Add(Commands.MakeRandomCommand.Create());
         root.Subcommands.Add(DemoCommand());
+        root.Subcommands.Add(DistillCommand());
+        root.Subcommands.Add(EvalCommand());
         return root;
     }
 
@@ -151,17 +153,4 @@ internal static partial class CliApp
 
     private static string Format(double value) =>
         double.IsFinite(value) ? value.ToString("0.###", CultureInfo.InvariantCulture) : "0";
-
-    // ---- demo ----
-
-    private static Command DemoCommand()
-    {
-        var command = new Command("demo", "Download-free end-to-end demo (not available yet)");
-        command.SetAction(result =>
-        {
-            result.InvocationConfiguration.Error.WriteLine("demo: not available yet");
-            return 1;
-        });
-        return command;
-    }
 }

@@ -82,6 +82,25 @@ internal sealed class AdamW<TF> where TF : unmanaged, IBinaryFloatingPointIeee75
         return Math.Sqrt(partial.Sum());
     }
 
+    /// <summary>Writes the step count and both moment buffers (for a training checkpoint).</summary>
+    public void SaveState(BinaryWriter writer)
+    {
+        writer.Write(StepCount);
+        writer.Write(m.Length);
+        foreach (double x in m) writer.Write(x);
+        foreach (double x in v) writer.Write(x);
+    }
+
+    /// <summary>Restores what <see cref="SaveState"/> wrote; the parameter count must match.</summary>
+    public void LoadState(BinaryReader reader)
+    {
+        int step = reader.ReadInt32(), count = reader.ReadInt32();
+        if (step < 0 || count != m.Length) throw new InvalidDataException($"optimizer state holds {count} moments, this model has {m.Length}");
+        for (int i = 0; i < count; i++) m[i] = reader.ReadDouble();
+        for (int i = 0; i < count; i++) v[i] = reader.ReadDouble();
+        StepCount = step;
+    }
+
     /// <summary>One update at learning rate <paramref name="lr"/>; returns the gradient norm before clipping.</summary>
     public double Step(double lr)
     {

@@ -270,10 +270,11 @@ public class CliTests
     }
 
     [Test]
-    public async Task DemoIsNotAvailableYet()
+    public async Task DemoWithMissingTextFailsNamingTheFile()
     {
-        var (code, _, err) = await Run(new CliHost(), "demo");
+        string missing = Path.Combine(Path.GetTempPath(), "arwkv-no-such-text-" + Guid.NewGuid().ToString("N") + ".txt");
+        var (code, _, err) = await Run(new CliHost(), "demo", "--quick", "--data", missing, "--out", Path.Combine(Path.GetTempPath(), "arwkv-demo-unused"));
         Assert.That(code, Is.EqualTo(1));
-        Assert.That(err.Trim(), Is.EqualTo("demo: not available yet"));
+        Assert.That(err, Does.Contain(missing));
     }
 }

@@ -61,7 +61,7 @@ public class GgufWriterTests
         Assert.That(r.ReadFloat32("m"), Is.EqualTo(m));
         Assert.That(r.ReadFloat32("t4"), Is.EqualTo(t4));
         Assert.That(r.ReadFloat32("h"), Is.EqualTo(h.Select(x => (float)(Half)x).ToArray()));
-        Assert.That(r.ReadFloat32("b"), Is.EqualTo(b.Select(x => BitConverter.Int32BitsToSingle(Kernels.Convert.Float32ToBFloat16(x) << 16)).ToArray()));
+        Assert.That(r.ReadFloat32("b"), Is.EqualTo(b.Select(x => BitConverter.Int32BitsToSingle(global::Arwkv.Kernels.Convert.Float32ToBFloat16(x) << 16)).ToArray()));
         long lastEnd = r.Tensors.Max(t => (long)t.Offset + t.Ne.Aggregate(1L, (x, y) => x * y) * GgufReader.ElementSize(t.Type));
         Assert.That(new FileInfo(path).Length, Is.EqualTo(r.DataStart + (lastEnd + 31) / 32 * 32), "the file ends with the padded last tensor");
     }
@@ -212,7 +212,7 @@ public class GgufExporterTests
         Assert.That(r.Tensor("blk.0.time_mix_lerp_fused.weight").Type, Is.EqualTo(0u));
         float[] embd = r.ReadFloat32("token_embd.weight");
         Assert.That(r.ReadFloat32("output.weight"), Is.EqualTo(embd), "a tied model's output is the embedding");
-        float[] expected = hf["model.embed_tokens.weight"].Select(x => BitConverter.Int32BitsToSingle(Kernels.Convert.Float32ToBFloat16(x) << 16)).ToArray();
+        float[] expected = hf["model.embed_tokens.weight"].Select(x => BitConverter.Int32BitsToSingle(global::Arwkv.Kernels.Convert.Float32ToBFloat16(x) << 16)).ToArray();
         Assert.That(embd, Is.EqualTo(expected));
     }
 

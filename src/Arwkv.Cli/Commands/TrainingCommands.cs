@@ -1,0 +1,84 @@
+using System.CommandLine;
+using Arwkv.Training;
+
+namespace Arwkv.Cli;
+
+/// <summary>The training commands: demo, distill and eval (all CPU, byte-level models).</summary>
+internal static partial class CliApp
+{
+    private static Command DemoCommand()
+    {
+        var output = new Option<string>("--out") { Description = "Output directory", DefaultValueFactory = _ => Path.Combine("models", "demo") };
+        var teacherDir = new Option<string?>("--teacher-dir") { Description = "Teacher cache (default ./models/demo-teacher; with --quick OUT/teacher)" };
+        var data = new Option<string>("--data") { Description = "Training text", DefaultValueFactory = _ => Path.Combine("data", "moby-dick.txt") };
+        var teacherSteps = new Option<int>("--teacher-steps") { Description = "Teacher training steps (0: default)" };
+        var stage1Steps = new Option<int>("--stage1-steps") { Description = "Stage 1 (attention alignment) steps (0: default)" };
+        var stage2Steps = new Option<int>("--stage2-steps") { Description = "Stage 2 (KL distillation) steps (0: default)" };
+        var seed = new Option<int>("--seed") { Description = "Random seed", DefaultValueFactory = _ => 1 };
+        var quick = new Option<bool>("--quick") { Description = "A tiny model on a slice of the text (seconds)" };
+        var command = new Command("demo", "Train a small Qwen2 teacher on a text, distill it into ARWKV (stages 1 and 2) and compare them");
+        foreach (Option o in new Option[] { output, teacherDir, data, teacherSteps, stage1Steps, stage2Steps, seed, quick }) command.Options.Add(o);
+        SetBody(command, (result, stdout, stderr, cancellationToken) =>
+        {
+            Demo.Run(new DemoOptions
+            {
+                OutputDirectory = result.GetValue(output)!, TeacherDirectory = result.GetValue(teacherDir), DataPath = result.GetValue(data)!,
+                TeacherSteps = result.GetValue(teacherSteps), Stage1Steps = result.GetValue(stage1Steps), Stage2Steps = result.GetValue(stage2Steps),
+                Seed = result.GetValue(seed), Quick = result.GetValue(quick),
+            }, stdout, cancellationToken);
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    private static Command DistillCommand()
+    {
+        var teacher = new Option<string>("--teacher") { Description = "Qwen2 teacher checkpoint directory (byte-level, untied)", Required = true };
+        var data = new Option<string>("--data") { Description = "Training text (.txt, or .jsonl with text/messages)", Required = true };
+        var stage = new Option<int>("--stage") { Description = "1: attention alignment, 2: KL distillation, 3: SFT", Required = true };
+        var output = new Option<string>("--out") { Description = "Output directory (student + checkpoint/)", Required = true };
+        var initFrom = new Option<string?>("--init-from") { Description = "Start from this student checkpoint" };
+        var steps = new Option<int>("--steps") { DefaultValueFactory = _ => 200, Description = "Optimizer steps" };
+        var lr = new Option<double>("--lr") { DefaultValueFactory = _ => 1e-3, Description = "Peak learning rate (decays tenfold)" };
+        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 8, Description = "Sequences per batch" };
+        var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 128, Description = "Tokens per sequence" };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1, Description = "Random seed" };
+        var freezeMlp = new Option<bool>("--freeze-mlp") { Description = "Stages 2/3: keep the MLPs fixed" };
+        var resume = new Option<bool>("--resume") { Description = "Continue from OUT/checkpoint" };
+        var checkpointEvery = new Option<int>("--checkpoint-every") { DefaultValueFactory = _ => 50, Description = "Checkpoint interval in steps" };
+        var dpo = new Option<string?>("--dpo") { Description = "Stage 3: preference pairs (.jsonl with prompt/chosen/rejected) for DPO instead of SFT" };
+        var beta = new Option<double>("--beta") { DefaultValueFactory = _ => 0.1, Description = "DPO beta" };
+        var command = new Command("distill", "Distill a Qwen2 teacher into an ARWKV student (one stage)");
+        foreach (Option o in new Option[] { teacher, data, stage, output, initFrom, steps, lr, batch, seqLen, seed, freezeMlp, resume, checkpointEvery, dpo, beta }) command.Options.Add(o);
+        SetBody(command, (result, stdout, stderr, cancellationToken) =>
+        {
+            Distiller.Run(new DistillOptions
+            {
+                TeacherDirectory = result.GetValue(teacher)!, DataPath = result.GetValue(data)!, Stage = result.GetValue(stage),
+                OutputDirectory = result.GetValue(output)!, InitFrom = result.GetValue(initFrom), Steps = result.GetValue(steps),
+                LearningRate = result.GetValue(lr), BatchSize = result.GetValue(batch), SeqLen = result.GetValue(seqLen),
+                Seed = result.GetValue(seed), FreezeMlp = result.GetValue(freezeMlp), Resume = result.GetValue(resume),
+                CheckpointEvery = result.GetValue(checkpointEvery), PreferencePath = result.GetValue(dpo), Beta = result.GetValue(beta),
+            }, stdout, cancellationToken);
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    private static Command EvalCommand()
+    {
+        var model = new Option<string>("--model", "-m") { Description = "Checkpoint to evaluate (ARWKV or Qwen2)", Required = true };
+        var data = new Option<string>("--data") { Description = "Evaluation text", Required = true };
+        var teacher = new Option<string?>("--teacher") { Description = "Teacher checkpoint: also report KL and top-1 agreement" };
+        var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 128, Description = "Tokens per sequence" };
+        var maxSequences = new Option<int>("--max-sequences") { DefaultValueFactory = _ => 64, Description = "Evaluate at most this many sequences (0: all)" };
+        var command = new Command("eval", "Perplexity of a byte-level checkpoint on a text (and KL / top-1 agreement against a teacher)");
+        foreach (Option o in new Option[] { model, data, teacher, seqLen, maxSequences }) command.Options.Add(o);
+        SetBody(command, (result, stdout, stderr, cancellationToken) =>
+        {
+            Distiller.Evaluate(result.GetValue(model)!, result.GetValue(data)!, result.GetValue(teacher), result.GetValue(seqLen), result.GetValue(maxSequences), stdout);
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+}

@@ -1,0 +1,145 @@
+using System.Globalization;
+using Arwkv.IO;
+using Arwkv.Training.Data;
+
+namespace Arwkv.Training;
+
+/// <summary>Settings of `arwkv distill`.</summary>
+internal sealed record DistillOptions
+{
+    public required string TeacherDirectory { get; init; }
+    public required string DataPath { get; init; }
+    public required int Stage { get; init; }
+    public required string OutputDirectory { get; init; }
+    /// <summary>A student checkpoint to start from; null: a fresh student built from the teacher.</summary>
+    public string? InitFrom { get; init; }
+    public int Steps { get; init; } = 200;
+    /// <summary>Peak learning rate; the schedule decays it tenfold after a 10% warm-up.</summary>
+    public double LearningRate { get; init; } = 1e-3;
+    public int BatchSize { get; init; } = 8;
+    public int SeqLen { get; init; } = 128;
+    public int Seed { get; init; } = 1;
+    public bool FreezeMlp { get; init; }
+    /// <summary>Continue from OUT/checkpoint when it exists.</summary>
+    public bool Resume { get; init; }
+    /// <summary>Write OUT/checkpoint every this many steps (0: only at the end).</summary>
+    public int CheckpointEvery { get; init; } = 50;
+    /// <summary>Stage 3 with preference pairs (.jsonl of prompt/chosen/rejected): DPO instead of SFT.</summary>
+    public string? PreferencePath { get; init; }
+    /// <summary>DPO temperature beta.</summary>
+    public double Beta { get; init; } = 0.1;
+    /// <summary>Stop after this many steps of this invocation (for testing interruption); 0: run to <see cref="Steps"/>.</summary>
+    public int StopAfter { get; init; }
+}
+
+/// <summary>
+/// `arwkv distill`: one distillation stage of a byte-level student against a Qwen2 teacher checkpoint on a text file
+/// (stage 1 attention alignment, stage 2 KL, stage 3 SFT cross-entropy), with checkpoints and resume. The student
+/// ends up in OUT in the Hugging Face ARWKV layout, the losses in OUT/loss.svg.
+/// </summary>
+internal static class Distiller
+{
+    public static Trainer? Run(DistillOptions options, TextWriter output, CancellationToken cancellationToken = default)
+    {
+        if (options.Stage is < 1 or > 3) throw new ArgumentException($"--stage must be 1, 2 or 3, got {options.Stage}");
+        if (options.Steps <= 0 || options.BatchSize <= 0 || options.SeqLen <= 0) throw new ArgumentException("--steps, --batch and --seq-len must be positive");
+        var stage = (TrainingStage)options.Stage;
+        if (options.PreferencePath is not null) return RunDpo(options, output, cancellationToken);
+        Qwen2Trainable<float> teacher = Qwen2Trainable<float>.Load(options.TeacherDirectory, options.BatchSize, options.SeqLen);
+        if (teacher.Config.VocabSize != ByteTokenizer.VocabSize)
+            throw new CheckpointException(Path.Combine(options.TeacherDirectory, "config.json"),
+                $"vocab_size is {teacher.Config.VocabSize}; distill trains byte-level models ({ByteTokenizer.VocabSize} ids)");
+        ArwkvStudent<float> student = options.InitFrom is not null
+            ? ModelFiles.LoadStudent(options.InitFrom, options.BatchSize, options.SeqLen)
+            : ModelFiles.StudentFromTeacher(teacher, DefaultRanks(teacher.Config.HiddenSize), 64, options.Seed, options.BatchSize, options.SeqLen);
+        if (options.InitFrom is null && stage != TrainingStage.Alignment)
+            output.WriteLine($"note: stage {options.Stage} without --init-from starts from an untrained time mix");
+
+        List<TrainingSequence> train = LoadSequences(options.DataPath, options.SeqLen);
+        var trainer = new Trainer(stage, stage == TrainingStage.Sft ? null : teacher, student, train, new TrainerOptions
+        {
+            Steps = options.Steps, LrMax = options.LearningRate, LrMin = options.LearningRate / 10, WarmupSteps = Math.Max(1, options.Steps / 10),
+            BatchSize = options.BatchSize, SeqLen = options.SeqLen, Seed = (ulong)options.Seed, FreezeMlp = options.FreezeMlp,
+        });
+        string checkpointDir = Path.Combine(options.OutputDirectory, "checkpoint");
+        if (options.Resume && TrainingCheckpoint.Exists(checkpointDir))
+        {
+            TrainingCheckpoint.Load(checkpointDir, trainer);
+            output.WriteLine($"resumed from {checkpointDir} at step {trainer.Step}");
+        }
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"stage {options.Stage} ({stage}): {train.Count} sequences of {options.SeqLen}, batch {options.BatchSize}, {student.Parameters.Count:N0} student parameters"));
+        int until = options.StopAfter > 0 ? Math.Min(options.Steps, trainer.Step + options.StopAfter) : options.Steps;
+        trainer.Run(until, p => Demo.Report(output, $"stage {options.Stage}", p), Math.Max(1, options.Steps / 20), t =>
+        {
+            if (options.CheckpointEvery > 0 && t.Step % options.CheckpointEvery == 0 && t.Step < until) TrainingCheckpoint.Save(checkpointDir, t);
+        }, cancellationToken);
+        TrainingCheckpoint.Save(checkpointDir, trainer);
+        if (trainer.Step >= options.Steps)
+        {
+            ModelFiles.SaveStudent(options.OutputDirectory, student);
+            ByteTokenizerJson.Write(options.OutputDirectory);
+            LossCurve.Write(Path.Combine(options.OutputDirectory, "loss.svg"), [($"stage {options.Stage} loss", trainer.Losses)]);
+            output.WriteLine($"student written to {options.OutputDirectory}");
+        }
+        else output.WriteLine($"stopped at step {trainer.Step}/{options.Steps}; continue with --resume");
+        return trainer;
+    }
+
+    /// <summary>Stage 3 DPO against a frozen copy of the starting student; returns null (no <see cref="Trainer"/>), writes the student to OUT.</summary>
+    private static Trainer? RunDpo(DistillOptions options, TextWriter output, CancellationToken cancellationToken)
+    {
+        if (options.Stage != 3) throw new ArgumentException("--dpo is a stage 3 option");
+        if (options.InitFrom is null) throw new ArgumentException("DPO needs --init-from (the policy's start, which is also the frozen reference)");
+        List<PreferencePair> pairs = PreferencePair.Read(options.PreferencePath!);
+        ArwkvStudent<float> policy = ModelFiles.LoadStudent(options.InitFrom, 2, options.SeqLen);
+        ArwkvStudent<float> reference = ModelFiles.LoadStudent(options.InitFrom, 2, options.SeqLen);
+        var dpo = new DpoTrainer(policy, reference, pairs, new TrainerOptions
+        {
+            Steps = options.Steps, LrMax = options.LearningRate, LrMin = options.LearningRate / 10, WarmupSteps = Math.Max(1, options.Steps / 10),
+            BatchSize = 2, SeqLen = options.SeqLen, Seed = (ulong)options.Seed, FreezeMlp = options.FreezeMlp,
+        }, options.Beta);
+        output.WriteLine($"stage 3 (DPO, beta {options.Beta.ToString(CultureInfo.InvariantCulture)}): {pairs.Count} preference pairs");
+        while (dpo.Step < options.Steps)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            double loss = dpo.TrainStep();
+            if (dpo.Step % Math.Max(1, options.Steps / 20) == 0 || dpo.Step == options.Steps)
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[dpo] step {dpo.Step,5}/{options.Steps}  loss {loss,8:F4}"));
+        }
+        ModelFiles.SaveStudent(options.OutputDirectory, policy);
+        ByteTokenizerJson.Write(options.OutputDirectory);
+        LossCurve.Write(Path.Combine(options.OutputDirectory, "loss.svg"), [("stage 3 DPO loss", dpo.Losses)]);
+        output.WriteLine($"student written to {options.OutputDirectory}");
+        return null;
+    }
+
+    /// <summary>Byte-tokenized, packed sequences of a text (or .jsonl) file.</summary>
+    public static List<TrainingSequence> LoadSequences(string path, int seqLen)
+    {
+        if (!File.Exists(path)) throw new CheckpointException(path, "data file not found");
+        List<int[]> documents = Corpus.Tokenize(Corpus.Read(path), ByteTokenizer.Instance);
+        List<TrainingSequence> sequences = SequenceBuilder.Pack(documents, seqLen, ByteTokenizer.EndOfText);
+        if (sequences.Count == 0) throw new CheckpointException(path, $"holds fewer than {seqLen + 1} tokens");
+        return sequences;
+    }
+
+    /// <summary>`arwkv eval`: perplexity of a checkpoint on a text, and with a teacher its mean KL and top-1 agreement.</summary>
+    public static EvaluationResult Evaluate(string modelDirectory, string dataPath, string? teacherDirectory, int seqLen, int maxSequences, TextWriter output)
+    {
+        List<TrainingSequence> sequences = LoadSequences(dataPath, seqLen);
+        if (maxSequences > 0 && sequences.Count > maxSequences) sequences = sequences.Take(maxSequences).ToList();
+        using LanguageModel model = LanguageModel.Load(modelDirectory);
+        using LanguageModel? teacher = teacherDirectory is null ? null : LanguageModel.Load(teacherDirectory);
+        EvaluationResult r = Evaluation.Evaluate(model, teacher, sequences);
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"tokens {r.Tokens}  cross-entropy {r.CrossEntropy:F4}  perplexity {r.Perplexity:F3}"));
+        if (teacher is not null)
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"KL(teacher || model) {r.MeanKl:F4}  top-1 agreement {r.Top1Agreement:P2}"));
+        return r;
+    }
+
+    /// <summary>LoRA ranks for a small student: the 7B model's (64, 64, 32, 128) scaled to the hidden size, at least 4.</summary>
+    public static LoraRanks DefaultRanks(int hidden) => hidden >= 1024
+        ? new LoraRanks()
+        : new LoraRanks(Math.Max(4, hidden / 8), Math.Max(4, hidden / 8), Math.Max(4, hidden / 16), Math.Max(4, hidden / 4));
+}

@@ -1,0 +1,150 @@
+using System.Text.Json;
+using Arwkv.IO;
+using Arwkv.Training.Data;
+using Arwkv.Training.Layers;
+
+namespace Arwkv.Training;
+
+/// <summary>One preference example: a prompt and two byte-tokenized responses, the preferred one first.</summary>
+internal sealed record PreferencePair(int[] Prompt, int[] Chosen, int[] Rejected)
+{
+    /// <summary>Reads a .jsonl file of {"prompt": "...", "chosen": "...", "rejected": "..."} lines (blank lines skipped).</summary>
+    public static List<PreferencePair> Read(string path)
+    {
+        if (!File.Exists(path)) throw new CheckpointException(path, "preference file not found");
+        var pairs = new List<PreferencePair>();
+        int lineNumber = 0;
+        foreach (string line in File.ReadLines(path))
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            try
+            {
+                using JsonDocument doc = JsonDocument.Parse(line);
+                string Get(string name) => doc.RootElement.GetProperty(name).GetString()
+                    ?? throw new CheckpointException(path, $"line {lineNumber}: '{name}' is null");
+                pairs.Add(new PreferencePair(ByteTokenizer.Instance.Encode(Get("prompt")), ByteTokenizer.Instance.Encode(Get("chosen")),
+                    ByteTokenizer.Instance.Encode(Get("rejected"))));
+            }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+            {
+                throw new CheckpointException(path, $"line {lineNumber}: expected {{\"prompt\", \"chosen\", \"rejected\"}} strings ({e.Message})");
+            }
+        }
+        if (pairs.Count == 0) throw new CheckpointException(path, "no preference pairs");
+        return pairs;
+    }
+}
+
+/// <summary>
+/// Stage 3 DPO (sigmoid loss): each step takes one pair, runs the policy and the frozen reference on
+/// [prompt + chosen, prompt + rejected] as a batch of two, sums the log-probabilities of the response tokens and
+/// minimizes -log sigmoid(beta ((pc - rc) - (pr - rr))) with <see cref="Losses.DpoForward"/>; the gradient goes back
+/// through <see cref="Losses.SequenceLogProbBackward"/> into the policy. Sequences longer than the planned length
+/// keep their first tokens.
+/// </summary>
+internal sealed class DpoTrainer
+{
+    private readonly ArwkvStudent<float> policy, reference;
+    private readonly IReadOnlyList<PreferencePair> pairs;
+    private readonly int seqLen;
+    private readonly int[] inputs, targets;
+    private readonly byte[] padMask, responseMask;
+    private readonly float[] scratch;
+    private readonly List<double> losses = [];
+    private int[] order = [];
+    private int orderEpoch = -1;
+
+    public DpoTrainer(ArwkvStudent<float> policy, ArwkvStudent<float> reference, IReadOnlyList<PreferencePair> pairs, TrainerOptions options, double beta)
+    {
+        if (policy.MaxBatch < 2 || reference.MaxBatch < 2) throw new ArgumentException("DPO runs chosen and rejected as one batch of two");
+        if (pairs.Count == 0) throw new ArgumentException("no preference pairs");
+        if (!(beta > 0)) throw new ArgumentOutOfRangeException(nameof(beta), "beta must be positive");
+        this.policy = policy;
+        this.reference = reference;
+        this.pairs = pairs;
+        Beta = beta;
+        Options = options;
+        seqLen = Math.Min(options.SeqLen, Math.Min(policy.MaxSeqLen, reference.MaxSeqLen));
+        inputs = new int[2 * seqLen]; targets = new int[2 * seqLen]; padMask = new byte[2 * seqLen]; responseMask = new byte[2 * seqLen];
+        scratch = new float[policy.Config.VocabSize];
+        policy.Parameters.SetFrozen(_ => true, false);
+        if (options.FreezeMlp) policy.FreezeMlp();
+        Optimizer = new AdamW<float>(policy.Parameters, new AdamWOptions { WeightDecay = options.WeightDecay, ClipNorm = options.ClipNorm });
+        Schedule = new LearningRateSchedule(options.LrMax, options.LrMin, Math.Min(options.WarmupSteps, options.Steps), options.Steps);
+    }
+
+    public double Beta { get; }
+    public TrainerOptions Options { get; }
+    public AdamW<float> Optimizer { get; }
+    public LearningRateSchedule Schedule { get; }
+    public int Step { get; private set; }
+    public IReadOnlyList<double> Losses => losses;
+
+    /// <summary>The summed response log-probabilities (chosen, rejected) of <paramref name="model"/> on pair <paramref name="index"/>.</summary>
+    public (double Chosen, double Rejected) LogProbs(ArwkvStudent<float> model, int index)
+    {
+        Fill(pairs[index]);
+        Span<float> logits = model.Forward(inputs, padMask, 2, seqLen);
+        return RowLogProbs(logits);
+    }
+
+    public double TrainStep()
+    {
+        int epoch = Step / pairs.Count;
+        if (epoch != orderEpoch)
+        {
+            order = Enumerable.Range(0, pairs.Count).ToArray();
+            SplitMix64.Shuffle(order, Options.Seed * 0x9E3779B97F4A7C15UL + (ulong)epoch);
+            orderEpoch = epoch;
+        }
+        Fill(pairs[order[Step % pairs.Count]]);
+        (double rc, double rr) = RowLogProbs(reference.Forward(inputs, padMask, 2, seqLen));
+        policy.Parameters.ZeroGrad();
+        Span<float> logits = policy.Forward(inputs, padMask, 2, seqLen);
+        (double pc, double pr) = RowLogProbs(logits);
+        double[] chosen = [pc], rejected = [pr], refChosen = [rc], refRejected = [rr], dChosen = [0], dRejected = [0];
+        double loss = Layers.Losses.DpoForward(chosen, rejected, refChosen, refRejected, Beta);
+        Layers.Losses.DpoBackward(dChosen, dRejected, chosen, rejected, refChosen, refRejected, Beta, 1.0);
+        int v = policy.Config.VocabSize, rowLogits = seqLen * v;
+        Layers.Losses.SequenceLogProbBackward<float>(policy.DLogits.Slice(0, rowLogits), logits.Slice(0, rowLogits), targets.AsSpan(0, seqLen),
+            responseMask.AsSpan(0, seqLen), dChosen[0], scratch, seqLen, v);
+        Layers.Losses.SequenceLogProbBackward<float>(policy.DLogits.Slice(rowLogits, rowLogits), logits.Slice(rowLogits, rowLogits),
+            targets.AsSpan(seqLen, seqLen), responseMask.AsSpan(seqLen, seqLen), dRejected[0], scratch, seqLen, v);
+        policy.Backward();
+        Optimizer.Step(Schedule.At(Step));
+        Step++;
+        losses.Add(loss);
+        return loss;
+    }
+
+    private (double, double) RowLogProbs(ReadOnlySpan<float> logits)
+    {
+        int v = policy.Config.VocabSize, rowLogits = seqLen * v;
+        return (Layers.Losses.SequenceLogProbForward<float>(logits.Slice(0, rowLogits), targets.AsSpan(0, seqLen), responseMask.AsSpan(0, seqLen), seqLen, v),
+                Layers.Losses.SequenceLogProbForward<float>(logits.Slice(rowLogits, rowLogits), targets.AsSpan(seqLen, seqLen), responseMask.AsSpan(seqLen, seqLen), seqLen, v));
+    }
+
+    // Row r: tokens = prompt + response (+ end of text), cut to seqLen + 1; inputs = tokens[..^1], targets = tokens[1..].
+    // Response mask: the targets that are response tokens; padding mask: the real positions.
+    private void Fill(PreferencePair pair)
+    {
+        Array.Fill(inputs, ByteTokenizer.EndOfText);
+        Array.Fill(targets, 0);
+        Array.Clear(padMask);
+        Array.Clear(responseMask);
+        for (int row = 0; row < 2; row++)
+        {
+            int[] response = row == 0 ? pair.Chosen : pair.Rejected;
+            int total = Math.Min(seqLen + 1, pair.Prompt.Length + response.Length + 1);
+            int Token(int i) => i < pair.Prompt.Length ? pair.Prompt[i] : i - pair.Prompt.Length < response.Length ? response[i - pair.Prompt.Length] : ByteTokenizer.EndOfText;
+            for (int t = 0; t + 1 < total; t++)
+            {
+                inputs[row * seqLen + t] = Token(t);
+                targets[row * seqLen + t] = Token(t + 1);
+                padMask[row * seqLen + t] = 1;
+                responseMask[row * seqLen + t] = t + 1 >= pair.Prompt.Length ? (byte)1 : (byte)0;
+            }
+        }
+    }
+}
