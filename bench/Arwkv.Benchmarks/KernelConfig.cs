@@ -28,6 +28,7 @@ public class KernelConfig : ManualConfig
         string? shape = parameters.Items.FirstOrDefault(p => p.Name == "Shape")?.Value as string;
         if (shape is null)
         {
+            if (benchmarkCase.Descriptor.Type != typeof(ConvertBenchmarks)) return null;
             // Conversions: bytes read plus bytes written; no FLOPs to speak of.
             const double count = 4864.0 * 896;
             return (count * 6, 0);
