@@ -154,6 +154,28 @@ public static unsafe partial class MatMul
     {
         for (int r = 0; r < PackRows; r++)
         {
+            if (r < rowCount && w.Type == DType.BF16)
+            {
+                // BF16 is widened straight into the packed layout: one pass over the weights, which this is the first
+                // (DRAM-bound) touch of, instead of widening into a row buffer and copying that.
+                ushort* source = (ushort*)(w.RowPointer(r0 + r) + (nint)c0 * sizeof(ushort));
+                int full = n / Lanes;
+                for (int s = 0; s < full; s++)
+                {
+                    Vector512<float> widened = Vector512.ShiftLeft(Avx512F.ConvertToVector512Int32(Vector256.Load(source + s * Lanes)).AsUInt32(), 16).AsSingle();
+                    widened.Store(packed + (s * PackRows + r) * Lanes);
+                }
+                for (int s = full; s < steps; s++)
+                {
+                    float* destination = packed + (s * PackRows + r) * Lanes;
+                    for (int i = 0; i < Lanes; i++)
+                    {
+                        int c = s * Lanes + i;
+                        destination[i] = c < n ? BitConverter.Int32BitsToSingle(source[c] << 16) : 0f;
+                    }
+                }
+                continue;
+            }
             if (r < rowCount)
             {
                 nint source = w.RowPointer(r0 + r) + (nint)c0 * w.Type.SizeOf();
