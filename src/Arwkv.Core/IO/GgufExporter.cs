@@ -235,20 +235,23 @@ internal static class GgufTokenizer
     // llama_token_type values.
     private const int Normal = 1, Control = 3, UserDefined = 4, Unused = 5;
 
-    public static void Write(GgufWriter w, string directory, ArwkvConfig config)
+    public static void Write(GgufWriter w, string directory, ArwkvConfig config) =>
+        Write(w, directory, config.VocabSize, config.BosTokenId, config.EosTokenIds);
+
+    public static void Write(GgufWriter w, string directory, int vocabSize, int? bosTokenId, IReadOnlyList<int> eosTokenIds)
     {
         string tokenizerJson = Path.Combine(directory, "tokenizer.json");
         var (tokens, types, merges, pre) = File.Exists(tokenizerJson)
-            ? FromTokenizerJson(tokenizerJson, config.VocabSize)
-            : Synthetic(config);
+            ? FromTokenizerJson(tokenizerJson, vocabSize)
+            : Synthetic(vocabSize, bosTokenId, eosTokenIds);
 
         w.AddString("tokenizer.ggml.model", "gpt2");
         w.AddString("tokenizer.ggml.pre", pre);
         w.AddStringArray("tokenizer.ggml.tokens", tokens);
         w.AddInt32Array("tokenizer.ggml.token_type", types);
         w.AddStringArray("tokenizer.ggml.merges", merges);
-        if (config.BosTokenId is int bos) w.AddUInt32("tokenizer.ggml.bos_token_id", (uint)bos);
-        if (config.EosTokenIds.Count > 0) w.AddUInt32("tokenizer.ggml.eos_token_id", (uint)config.EosTokenIds[0]);
+        if (bosTokenId is int bos) w.AddUInt32("tokenizer.ggml.bos_token_id", (uint)bos);
+        if (eosTokenIds.Count > 0) w.AddUInt32("tokenizer.ggml.eos_token_id", (uint)eosTokenIds[0]);
         // Qwen2.5 does not prepend a BOS token.
         w.AddBool("tokenizer.ggml.add_bos_token", false);
 
@@ -274,9 +277,8 @@ internal static class GgufTokenizer
     /// then two-symbol tokens with the merges that make them, then unused padding; BOS/EOS become control tokens.
     /// llama.cpp needs a newline token, so the model needs at least 256 tokens.
     /// </summary>
-    private static (string[], int[], string[], string) Synthetic(ArwkvConfig config)
+    private static (string[], int[], string[], string) Synthetic(int V, int? bosTokenId, IReadOnlyList<int> eosTokenIds)
     {
-        int V = config.VocabSize;
         if (V < 256)
             throw new CheckpointException("config.json", $"vocab_size {V} is below 256: a checkpoint without tokenizer.json needs room for the 256 byte tokens");
         string[] byteSymbols = ByteSymbols();
@@ -302,8 +304,8 @@ internal static class GgufTokenizer
             }
         }
         var specials = new List<int>();
-        if (config.BosTokenId is int bos) specials.Add(bos);
-        specials.AddRange(config.EosTokenIds);
+        if (bosTokenId is int bos) specials.Add(bos);
+        specials.AddRange(eosTokenIds);
         foreach (int id in specials.Distinct())
         {
             if (id < 0 || id >= V) continue;
