@@ -182,7 +182,6 @@ public static unsafe partial class MatMul
                 var destination = new Span<float>(row, n);
                 switch (w.Type)
                 {
-                    case DType.BF16: Convert.BFloat16ToFloat32(new ReadOnlySpan<ushort>((void*)source, n), destination); break;
                     case DType.F16: TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((void*)source, n), destination); break;
                     default: new ReadOnlySpan<float>((void*)source, n).CopyTo(destination); break;
                 }

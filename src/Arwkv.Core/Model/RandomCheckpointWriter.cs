@@ -100,8 +100,11 @@ internal static class RandomCheckpointWriter
         return new FileInfo(path).Length;
     }
 
-    /// <summary>Value ranges that keep activations of order one (as the small fixture chooses them).</summary>
-    private static (double Lo, double Hi) Range(string name, long[] shape)
+    /// <summary>
+    /// The uniform range for a tensor's random values: scales that keep activations of order one (matrices by
+    /// 1/sqrt(fan-in); lerps, decays and norms in their meaningful intervals). Shared with the test fixtures.
+    /// </summary>
+    internal static (double Lo, double Hi) Range(string name, long[] shape)
     {
         string[] parts = name.Split('.');
         string leaf = parts[^1] == "weight" ? parts[^2] : parts[^1];

@@ -32,22 +32,8 @@ internal static class RandomArwkvCheckpoint
         {
             long count = shape.Aggregate(1L, (a, b) => a * b);
             var data = new float[count];
-            string leaf = name.Split('.')[^1] == "weight" ? name.Split('.')[^2] : name.Split('.')[^1];
-            // Matrices scale by 1/sqrt(fan-in) so every layer keeps activations of order one.
-            double fanIn = shape.Length == 2 ? (name.Contains("time_mixer.") && !name.EndsWith(".weight") ? shape[0] : shape[1]) : 1;
-            (double lo, double hi) range = leaf switch
-            {
-                "embed_tokens" => (-1, 1),
-                "input_layernorm" or "post_attention_layernorm" or "norm" => (0.7, 1.3),
-                "x_r" or "x_w" or "x_k" or "x_v" or "x_a" or "x_g" => (0, 1),
-                "w0" => (-3, 1),
-                "a0" or "v0" => (-1, 1),
-                "k_k" => (0.5, 1.2),
-                "k_a" => (0.5, 1.5),
-                "r_k" => (-0.5, 0.5),
-                _ => (-1.5 / Math.Sqrt(fanIn), 1.5 / Math.Sqrt(fanIn)),
-            };
-            for (long i = 0; i < count; i++) data[i] = U(range.lo, range.hi);
+            var (lo, hi) = RandomCheckpointWriter.Range(name, shape);
+            for (long i = 0; i < count; i++) data[i] = U(lo, hi);
             tensors[name] = data;
         }
         return tensors;
