@@ -77,14 +77,12 @@ internal static class ByteTokenizerJson
     }
 
     /// <summary>
-    /// Whether <paramref name="path"/> is the tokenizer <see cref="Write"/> writes: exactly the 256 byte tokens at their
+    /// Whether <paramref name="json"/> is the tokenizer <see cref="Write"/> writes: exactly the 256 byte tokens at their
     /// byte values, no merges, and the three ChatML specials at 256..258 as their only added tokens. Such a file gives
     /// the ids of <see cref="ByteTokenizer"/>.
     /// </summary>
-    /// <exception cref="CheckpointException">The file cannot be read as a byte-level BPE tokenizer.json.</exception>
-    public static bool IsByteTokenizer(string path)
+    public static bool IsByteTokenizer(TokenizerJson json)
     {
-        TokenizerJson json = TokenizerJson.Read(path);
         if (json.Vocab.Count != 256 || json.Merges.Count != 0 || json.AddedTokens.Count != 3) return false;
         foreach (var (token, id) in json.Vocab)
             if (token.Length != 1 || id is < 0 or > 255 || ByteLevelAlphabet.ToChar((byte)id) != token[0]) return false;

@@ -53,10 +53,12 @@ internal sealed class QwenTrainingTokenizer : ITrainingTokenizer
 
     /// <summary>Reads a tokenizer.json; it must define &lt;|endoftext|&gt;, &lt;|im_start|&gt; and &lt;|im_end|&gt;.</summary>
     /// <exception cref="CheckpointException">The file is missing, not a byte-level BPE tokenizer, or lacks a marker.</exception>
-    public static QwenTrainingTokenizer FromFile(string path)
+    public static QwenTrainingTokenizer FromFile(string path) => FromFile(path, TokenizerJson.Read(path));
+
+    /// <summary>As <see cref="FromFile(string)"/>, with the file's <paramref name="json"/> already read.</summary>
+    public static QwenTrainingTokenizer FromFile(string path, TokenizerJson json)
     {
         QwenTokenizer tokenizer = QwenTokenizer.FromFile(path);
-        TokenizerJson json = TokenizerJson.Read(path);
         int Special(string token) => tokenizer.TokenToId(token)
             ?? throw new CheckpointException(path, $"has no '{token}' token, which training data needs (documents end with <|endoftext|>, chat turns are <|im_start|>...<|im_end|>)");
         return new QwenTrainingTokenizer(tokenizer, json.AddedTokens.Keys.Where(t => t.Length > 0).ToArray(),
@@ -127,7 +129,11 @@ internal static class TrainingTokenizers
                 throw new CheckpointException(path, $"tokenizer.json not found; it is needed to tokenize the data for a model with vocab_size {vocabSize}");
             tokenizer = ByteTokenizer.Instance;
         }
-        else tokenizer = ByteTokenizerJson.IsByteTokenizer(path) ? ByteTokenizer.Instance : QwenTrainingTokenizer.FromFile(path);
+        else
+        {
+            TokenizerJson json = TokenizerJson.Read(path);
+            tokenizer = ByteTokenizerJson.IsByteTokenizer(json) ? ByteTokenizer.Instance : QwenTrainingTokenizer.FromFile(path, json);
+        }
         // A tokenizer may have fewer ids than the model (Qwen2.5 pads vocab_size to 151936 for 151665 ids), never more
         // markers than the model has rows; every data id is checked again after tokenizing.
         foreach (int id in new[] { tokenizer.EndOfText, tokenizer.ImStart, tokenizer.ImEnd })
