@@ -56,6 +56,8 @@ internal static class Distiller
         ITrainingTokenizer tokenizer = TrainingTokenizers.FromDirectory(options.TeacherDirectory, teacherConfig.VocabSize);
         List<TrainingSequence> train = LoadSequences(options.DataPath, options.SeqLen, tokenizer, teacherConfig.VocabSize,
             Path.Combine(options.TeacherDirectory, "config.json"));
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"teacher: {teacherConfig.NumLayers} layers, hidden {teacherConfig.HiddenSize}, vocab_size {teacherConfig.VocabSize}{(teacherConfig.TieWordEmbeddings ? ", tied embeddings (the student gets its own lm_head)" : "")}; {tokenizer.Kind} tokenizer with {tokenizer.IdCount} ids"));
         Qwen2Trainable<float> teacher = Qwen2Trainable<float>.Load(options.TeacherDirectory, options.BatchSize, options.SeqLen);
         ArwkvStudent<float> student = options.InitFrom is not null
             ? ModelFiles.LoadStudent(options.InitFrom, options.BatchSize, options.SeqLen)

@@ -175,6 +175,14 @@ public class RealCheckpointDistillTests
         float[] logitsA = a.Forward(ids, 1, ids.Length).ToArray(), logitsB = b.Forward(ids, 1, ids.Length).ToArray();
         Assert.That(logitsA, Is.EqualTo(logitsB));
 
+        // F16 weights widen too (to their own rounding of the same values).
+        string f16 = root.File("f16");
+        var f32Tensors = new Dictionary<string, float[]>(StringComparer.Ordinal);
+        foreach (var t in b.Parameters.Tensors) f32Tensors[t.Name] = b.Parameters.Data.AsSpan(t.Offset, t.Length).ToArray();
+        Qwen2Checkpoint.Write(f16, b.Config, f32Tensors, DType.F16);
+        Qwen2Trainable<float> c = Qwen2Trainable<float>.Load(f16, 1, ids.Length);
+        Assert.That(c.Parameters.Data, Is.EqualTo(Array.ConvertAll(b.Parameters.Data, x => (float)(Half)x)));
+
         // The inference teacher (memory-mapped shards, BF16 kernels) against the F32 file, and against the training forward.
         using var mA = Qwen2Model.Load(sharded);
         using var mB = Qwen2Model.Load(single);
