@@ -53,6 +53,10 @@ internal static class Distiller
         if (options.TeacherTopK > 0 && stage != TrainingStage.Distillation) throw new ArgumentException("--teacher-top-k is a stage 2 option");
         // The tokenizer and the data first: a wrong tokenizer or data file fails in seconds, before gigabytes of weights load.
         Qwen2Config teacherConfig = Qwen2Config.Load(options.TeacherDirectory);
+        // The trainers keep logits [batch * seq-len, vocab] in one array; Qwen's 151936-entry vocabulary makes that the limit.
+        if ((long)options.BatchSize * options.SeqLen * teacherConfig.VocabSize > Array.MaxLength)
+            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
+                $"--batch {options.BatchSize} x --seq-len {options.SeqLen} x vocab_size {teacherConfig.VocabSize} logits exceed one array ({Array.MaxLength:N0} entries); lower --batch or --seq-len"));
         ITrainingTokenizer tokenizer = TrainingTokenizers.FromDirectory(options.TeacherDirectory, teacherConfig.VocabSize);
         List<TrainingSequence> train = LoadSequences(options.DataPath, options.SeqLen, tokenizer, teacherConfig.VocabSize,
             Path.Combine(options.TeacherDirectory, "config.json"));

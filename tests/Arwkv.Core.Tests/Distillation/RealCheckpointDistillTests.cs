@@ -360,6 +360,12 @@ public class RealCheckpointDistillTests
         Assert.That(e.FilePath, Is.EqualTo(shard));
         Assert.That(Directory.Exists(root.File("out")), Is.False, "nothing is written before the inputs check out");
 
+        // Logits that cannot fit one array are refused before anything is allocated.
+        string good0 = root.File("good0");
+        WriteShardedTeacher(good0);
+        var tooBig = Assert.Throws<ArgumentException>(() => Distiller.Run(Options(good0) with { BatchSize = 1 << 16, SeqLen = 1 << 12 }, TextWriter.Null))!;
+        Assert.That(tooBig.Message, Does.Contain("--batch").And.Contain("--seq-len"));
+
         // eval refuses a teacher whose tokenizer gives other ids.
         string good = root.File("good");
         WriteShardedTeacher(good);
