@@ -53,7 +53,11 @@ internal static class ModelFiles
         }
     }
 
-    /// <summary>A fresh student shaped after the teacher: RWKV-7 default time mixes, everything else copied from the teacher.</summary>
+    /// <summary>
+    /// A fresh student shaped after the teacher: RWKV-7 default time mixes, everything else copied from the teacher. The
+    /// student is always untied (ARWKV.md section 5): its lm_head starts as the teacher's output matrix, which for a
+    /// tied teacher (Qwen2.5-0.5B) is a copy of the embedding, and the two then train apart in stage 2.
+    /// </summary>
     public static ArwkvStudent<float> StudentFromTeacher(Qwen2Trainable<float> teacher, LoraRanks ranks, int headSize, int seed, int maxBatch, int maxSeqLen)
     {
         Qwen2Config t = teacher.Config;
