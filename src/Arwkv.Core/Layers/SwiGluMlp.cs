@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using Arwkv.Diagnostics;
 using Arwkv.Kernels;
 
 namespace Arwkv.Layers;
@@ -27,10 +28,13 @@ internal sealed class SwiGluMlp
         Span<float> gate = gateBuffer[..n], up = upBuffer[..n];
         Projection.Apply(Gate, x, gate, rows, pool);
         Projection.Apply(Up, x, up, rows, pool);
+        ForwardProfile.Lap(ForwardPhase.MlpGateUp);
         // silu(g) * u = g * u * sigmoid(g), computed in place to need no third buffer.
         TensorPrimitives.Multiply(gate, up, up);
         TensorPrimitives.Sigmoid(gate, gate);
         TensorPrimitives.Multiply(gate, up, gate);
+        ForwardProfile.Lap(ForwardPhase.MlpActivation);
         Projection.Apply(Down, gate, output, rows, pool);
+        ForwardProfile.Lap(ForwardPhase.MlpDown);
     }
 }
