@@ -25,6 +25,20 @@ static class Probe
             Console.WriteLine($"FMA peak, one thread, registers only: {flops / seconds / 1e9,7:F1} GFLOP/s  (per CPU-second {flops / LastCpuSeconds / 1e9,6:F1})");
         }
         if (only == "micro") MicroProbe();
+        if (only == "gemmdram")
+        {
+            // The model's case: every Gemm call meets weights that are not in any cache (24 matrices, 209 MB).
+            const int tokens = 128, count = 24;
+            var matrices = Enumerable.Range(0, count).Select(i => new BenchMatrix(DType.BF16, 4864, 896, i + 1)).ToArray();
+            var x = BenchMatrix.RandomVector(896 * tokens);
+            var y = new float[4864 * tokens];
+            int next = 0;
+            double seconds = Median(() => MatMul.Gemm(matrices[next++ % count].Matrix, x, y, tokens, pool), 2L * 4864 * 896 * tokens / 50);
+            Console.WriteLine($"Gemm BF16 4864x896 x{tokens}, a different matrix each call: {seconds * 1e3,8:F2} ms {2.0 * 4864 * 896 * tokens / seconds / 1e9,7:F1} GFLOP/s");
+            seconds = Median(() => MatMul.Gemm(matrices[0].Matrix, x, y, tokens, pool), 2L * 4864 * 896 * tokens / 50);
+            Console.WriteLine($"Gemm BF16 4864x896 x{tokens}, the same matrix each call:  {seconds * 1e3,8:F2} ms {2.0 * 4864 * 896 * tokens / seconds / 1e9,7:F1} GFLOP/s");
+            foreach (var m in matrices) m.Dispose();
+        }
         foreach (var type in only is "all" or "gemv" ? new[] { DType.BF16, DType.F32, DType.F16 } : [])
             foreach (var (rows, cols) in new[] { (896, 896), (4864, 896), (896, 4864), (151936, 896) })
             {
