@@ -50,6 +50,8 @@ internal static partial class CliApp
         var beta = new Option<double>("--beta") { DefaultValueFactory = _ => 0.1, Description = "DPO beta" };
         var command = new Command("distill", "Distill a Qwen2 teacher into an ARWKV student (one stage)");
         foreach (Option o in new Option[] { teacher, data, stage, output, initFrom, steps, lr, batch, seqLen, seed, freezeMlp, resume, checkpointEvery, dpo, beta }) command.Options.Add(o);
+        var lossLog = new Option<string?>("--loss-log") { Description = "Write \"step loss\" lines (exact round-trip values) to this file; kept consistent across --resume" };
+        command.Options.Add(lossLog);
         SetBody(command, (result, stdout, stderr, cancellationToken) =>
         {
             Distiller.Run(new DistillOptions
@@ -59,6 +61,7 @@ internal static partial class CliApp
                 LearningRate = result.GetValue(lr), BatchSize = result.GetValue(batch), SeqLen = result.GetValue(seqLen),
                 Seed = result.GetValue(seed), FreezeMlp = result.GetValue(freezeMlp), Resume = result.GetValue(resume),
                 CheckpointEvery = result.GetValue(checkpointEvery), PreferencePath = result.GetValue(dpo), Beta = result.GetValue(beta),
+                LossLogPath = result.GetValue(lossLog),
             }, stdout, cancellationToken);
             return Task.FromResult(0);
         });
