@@ -20,7 +20,20 @@ public class DeterminismTests
         Assert.That((long)Batch * SeqLen / 4 * 4L * Hidden * Hidden, Is.GreaterThanOrEqualTo(Work.SerialThreshold), "RowDot goes parallel");
         Assert.That(2L * Batch * 4L * SeqLen * 64 * 64, Is.GreaterThanOrEqualTo(Work.SerialThreshold), "WKV7 goes parallel");
 
-        (double[] Losses, float[] Student) quiet = Train();
+        string root = Directory.CreateTempSubdirectory("arwkv-determinism-").FullName;
+        try
+        {
+            Compare(root);
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    private static void Compare(string root)
+    {
+        (double[] Losses, float[] Student, double[] Metrics) quiet = Train(Path.Combine(root, "quiet"));
 
         var junk = new List<float[]>();
         for (int i = 0; i < 2000; i++) junk.Add(new float[1 + i % 97]);
@@ -32,10 +45,10 @@ public class DeterminismTests
             while (!stop.IsCancellationRequested) Thread.SpinWait(1000);
         }) { IsBackground = true }).ToList();
         burners.ForEach(t => t.Start());
-        (double[] Losses, float[] Student) loaded;
+        (double[] Losses, float[] Student, double[] Metrics) loaded;
         try
         {
-            loaded = Train();
+            loaded = Train(Path.Combine(root, "loaded"));
         }
         finally
         {
@@ -47,10 +60,15 @@ public class DeterminismTests
         Assert.That(quiet.Losses, Has.Length.EqualTo(7));
         Assert.That(loaded.Losses, Is.EqualTo(quiet.Losses), "teacher, stage 1 and stage 2 losses as doubles");
         Assert.That(loaded.Student, Is.EqualTo(quiet.Student), "student weights after stage 2");
+        Assert.That(loaded.Metrics, Is.EqualTo(quiet.Metrics), "teacher and student perplexity, KL and top-1 agreement through the inference models");
+        Assert.That(quiet.Metrics.All(double.IsFinite));
     }
 
-    /// <summary>3 teacher steps, 2 of stage 1 and 2 of stage 2, all from seed 11.</summary>
-    private static (double[] Losses, float[] Student) Train()
+    /// <summary>
+    /// 3 teacher steps, 2 of stage 1 and 2 of stage 2, all from seed 11; then both models saved and scored through the
+    /// inference path (multi-threaded kernels) as the demo does.
+    /// </summary>
+    private static (double[] Losses, float[] Student, double[] Metrics) Train(string directory)
     {
         var text = string.Concat(Enumerable.Range(0, 120).Select(i => $"line {i}: the whale {i * 7 % 13} swam past {i % 5} ships. "));
         List<TrainingSequence> train = SequenceBuilder.Pack([ByteTokenizer.Instance.Encode(text)], SeqLen, ByteTokenizer.EndOfText);
@@ -73,6 +91,13 @@ public class DeterminismTests
         var stage2 = new Trainer(TrainingStage.Distillation, teacher, student, train, Options(2));
         stage2.Run(2);
         losses.AddRange(stage2.Losses);
-        return (losses.ToArray(), student.Parameters.Data.ToArray());
+
+        teacher.Save(Path.Combine(directory, "teacher"));
+        ModelFiles.SaveStudent(Path.Combine(directory, "student"), student);
+        using var teacherModel = LanguageModel.Load(Path.Combine(directory, "teacher"));
+        using var studentModel = LanguageModel.Load(Path.Combine(directory, "student"));
+        List<TrainingSequence> validation = train.TakeLast(3).ToList();
+        EvaluationResult t = Evaluation.Evaluate(teacherModel, null, validation), s = Evaluation.Evaluate(studentModel, teacherModel, validation);
+        return (losses.ToArray(), student.Parameters.Data.ToArray(), [t.Perplexity, s.Perplexity, s.MeanKl, s.Top1Agreement]);
     }
 }
