@@ -24,6 +24,21 @@ static class Probe
             double flops = iterations * 12.0 * 16 * 2;
             Console.WriteLine($"FMA peak, one thread, registers only: {flops / seconds / 1e9,7:F1} GFLOP/s  (per CPU-second {flops / LastCpuSeconds / 1e9,6:F1})");
         }
+        if (only == "micro") MicroProbe();
+        if (only == "gemmdram")
+        {
+            // The model's case: every Gemm call meets weights that are not in any cache (24 matrices, 209 MB).
+            const int tokens = 128, count = 24;
+            var matrices = Enumerable.Range(0, count).Select(i => new BenchMatrix(DType.BF16, 4864, 896, i + 1)).ToArray();
+            var x = BenchMatrix.RandomVector(896 * tokens);
+            var y = new float[4864 * tokens];
+            int next = 0;
+            double seconds = Median(() => MatMul.Gemm(matrices[next++ % count].Matrix, x, y, tokens, pool), 2L * 4864 * 896 * tokens / 50);
+            Console.WriteLine($"Gemm BF16 4864x896 x{tokens}, a different matrix each call: {seconds * 1e3,8:F2} ms {2.0 * 4864 * 896 * tokens / seconds / 1e9,7:F1} GFLOP/s");
+            seconds = Median(() => MatMul.Gemm(matrices[0].Matrix, x, y, tokens, pool), 2L * 4864 * 896 * tokens / 50);
+            Console.WriteLine($"Gemm BF16 4864x896 x{tokens}, the same matrix each call:  {seconds * 1e3,8:F2} ms {2.0 * 4864 * 896 * tokens / seconds / 1e9,7:F1} GFLOP/s");
+            foreach (var m in matrices) m.Dispose();
+        }
         foreach (var type in only is "all" or "gemv" ? new[] { DType.BF16, DType.F32, DType.F16 } : [])
             foreach (var (rows, cols) in new[] { (896, 896), (4864, 896), (896, 4864), (151936, 896) })
             {
@@ -43,6 +58,44 @@ static class Probe
                 double seconds = Median(() => MatMul.Gemm(m.Matrix, x, y, tokens, pool), 2L * rows * cols * tokens / 50);
                 Console.WriteLine($"Gemm {type,-4} {rows,6}x{cols,-5} x{tokens} {seconds * 1e3,8:F2} ms {2.0 * rows * cols * tokens / seconds / 1e9,7:F1} GFLOP/s  (per CPU-second {2.0 * rows * cols * tokens / LastCpuSeconds / 1e9,6:F1})");
             }
+    }
+
+    static unsafe void MicroProbe()
+    {
+        foreach (var (steps, rowBlocks, tokenBlocks) in new[] { (56, 1, 1), (56, 4, 1), (56, 4, 22), (56, 1, 22), (16, 4, 22), (32, 4, 22) })
+        {
+            float* w = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(rowBlocks * steps * 64 * 4), 64);
+            float* x = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(tokenBlocks * steps * 96 * 4), 64);
+            for (int i = 0; i < rowBlocks * steps * 64; i++) w[i] = 0.001f * (i % 7);
+            for (int i = 0; i < tokenBlocks * steps * 96; i++) x[i] = 0.002f * (i % 5);
+            float* tile = stackalloc float[32];
+            int calls = 2_000_000 / steps;
+            void Run()
+            {
+                for (int c = 0; c < calls; c += rowBlocks * tokenBlocks)
+                    for (int b = 0; b < tokenBlocks; b++)
+                        for (int k = 0; k < rowBlocks; k++)
+                            MatMul.Micro4x6Packed(w + k * steps * 64, x + b * steps * 96, steps, tile);
+            }
+            double seconds = Median(Run, 100_000_000);
+            double flops = (double)calls * steps * 24 * 16 * 2;
+            Console.WriteLine($"micro 4x6: steps {steps,3}, W {rowBlocks * steps * 256 / 1024,4} KB, X {tokenBlocks * steps * 384 / 1024,5} KB: {flops / seconds / 1e9,6:F1} GFLOP/s one thread");
+            ushort* wb = (ushort*)w;
+            void RunBf16()
+            {
+                for (int c = 0; c < calls; c += rowBlocks * tokenBlocks)
+                    for (int b = 0; b < tokenBlocks; b++)
+                        for (int k = 0; k < rowBlocks; k++)
+                        {
+                            ushort* r0 = wb + k * steps * 64;
+                            MatMul.Micro4x6Bf16(r0, r0 + steps * 16, r0 + steps * 32, r0 + steps * 48, x + b * steps * 96, steps / 2, tile);
+                        }
+            }
+            seconds = Median(RunBf16, 100_000_000);
+            Console.WriteLine($"micro 4x6 bf16 direct: same shapes: {flops / seconds / 1e9,6:F1} GFLOP/s one thread");
+            System.Runtime.InteropServices.NativeMemory.AlignedFree(w);
+            System.Runtime.InteropServices.NativeMemory.AlignedFree(x);
+        }
     }
 
     /// <summary>12 independent FMA chains on 512-bit vectors: what one core can do when loads cost nothing.</summary>

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using System.Globalization;
 using System.Numerics.Tensors;
 using Arwkv.Generation;
 using Arwkv.Tokenization;
@@ -83,9 +84,11 @@ internal static partial class CliApp
         var threads = ThreadsOption();
         var mode = ModeOption();
         var seed = new Option<int>("--seed") { Description = "Seed of the random prompt ids", DefaultValueFactory = _ => 1234 };
+        var repeat = new Option<int>("--repeat") { Description = "Timed runs (after one untimed warm-up); the JSON reports the median of each rate", DefaultValueFactory = _ => 1 };
+        var profile = new Option<bool>("--profile") { Description = "Also print where the prefill's time goes, phase by phase (ARWKV models)" };
         var command = new Command("bench", "Measure prefill and decode speed on random token ids; the last line is JSON")
         {
-            model, promptTokens, newTokens, threads, mode, seed,
+            model, promptTokens, newTokens, threads, mode, seed, repeat, profile,
         };
         SetBody(command, (result, output, error, cancellationToken) =>
         {
@@ -98,13 +101,32 @@ internal static partial class CliApp
             var logits = new float[lm.VocabSize];
 
             error.WriteLine($"bench: {lm.Architecture}, vocab {lm.VocabSize}, {result.GetValue(threads)} threads");
-            error.WriteLine("bench: warm-up");
-            RunOnce(lm, ids.AsSpan(0, Math.Min(prompt, 16)), Math.Min(decode, 2), logits, cancellationToken);
-            error.WriteLine($"bench: prefill {prompt} tokens, then decode {decode} tokens");
-            (TimeSpan prefillTime, TimeSpan decodeTime) = RunOnce(lm, ids, decode, logits, cancellationToken);
-            double prefillRate = prompt / Math.Max(prefillTime.TotalSeconds, 1e-9);
-            double decodeRate = decode / Math.Max(decodeTime.TotalSeconds, 1e-9);
-            error.WriteLine($"bench: prefill {prefillTime.TotalSeconds:F3} s ({prefillRate:F2} tok/s), decode {decodeTime.TotalSeconds:F3} s ({decodeRate:F2} tok/s)");
+            // The same work once, untimed (as llama-bench and our llama.cpp bench.mjs do): the JIT's tiers, the first
+            // touch of the memory-mapped weights and the pool's start-up are not what a prefill or decode costs.
+            error.WriteLine("bench: warm-up (the same work, untimed)");
+            RunOnce(lm, ids, decode, logits, cancellationToken);
+            int runs = result.GetValue(repeat);
+            if (runs < 1) throw new UsageException("--repeat must be at least 1");
+            var prefillRates = new double[runs];
+            var decodeRates = new double[runs];
+            bool profiling = result.GetValue(profile);
+            Arwkv.Diagnostics.ForwardProfile.Reset();
+            double profiledSeconds = 0;
+            for (int run = 0; run < runs; run++)
+            {
+                error.WriteLine($"bench: prefill {prompt} tokens, then decode {decode} tokens");
+                (TimeSpan prefillTime, TimeSpan decodeTime) = RunOnce(lm, ids, decode, logits, cancellationToken, profiling);
+                profiledSeconds += prefillTime.TotalSeconds;
+                prefillRates[run] = prompt / Math.Max(prefillTime.TotalSeconds, 1e-9);
+                decodeRates[run] = decode / Math.Max(decodeTime.TotalSeconds, 1e-9);
+                error.WriteLine($"bench: prefill {prefillTime.TotalSeconds:F3} s ({prefillRates[run]:F2} tok/s), decode {decodeTime.TotalSeconds:F3} s ({decodeRates[run]:F2} tok/s)");
+            }
+            if (profiling) PrintProfile(error, profiledSeconds, runs);
+            Array.Sort(prefillRates);
+            Array.Sort(decodeRates);
+            double prefillRate = prefillRates[runs / 2], decodeRate = decodeRates[runs / 2];
+            if (runs > 1)
+                error.WriteLine($"bench: {runs} runs; prefill median {prefillRate:F2} best {prefillRates[^1]:F2} tok/s, decode median {decodeRate:F2} best {decodeRates[^1]:F2} tok/s");
             error.Flush();
             output.WriteLine($"{{\"prefill_tokens_per_s\": {Format(prefillRate)}, \"decode_tokens_per_s\": {Format(decodeRate)}}}");
             return Task.FromResult(0);
@@ -112,13 +134,34 @@ internal static partial class CliApp
         return command;
     }
 
+    /// <summary>The prefill's time per phase, averaged over the timed runs, as a table on standard error.</summary>
+    private static void PrintProfile(TextWriter error, double prefillSeconds, int runs)
+    {
+        var totals = Arwkv.Diagnostics.ForwardProfile.Totals;
+        double sum = totals.Sum(t => t.Seconds);
+        if (sum == 0)
+        {
+            error.WriteLine("bench: --profile has no phases for this architecture");
+            return;
+        }
+        error.WriteLine($"bench: prefill time by phase (mean of {runs} run(s)):");
+        error.WriteLine("| phase | ms | share |");
+        error.WriteLine("|---|---:|---:|");
+        foreach (var (phase, seconds) in totals)
+            error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {phase} | {seconds * 1e3 / runs:F1} | {seconds / prefillSeconds:P1} |"));
+        error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| (not in a phase) | {(prefillSeconds - sum) * 1e3 / runs:F1} | {(prefillSeconds - sum) / prefillSeconds:P1} |"));
+    }
+
     /// <summary>Prefills <paramref name="prompt"/> into a fresh state, then decodes greedily one token at a time.</summary>
-    private static (TimeSpan Prefill, TimeSpan Decode) RunOnce(LanguageModel lm, ReadOnlySpan<int> prompt, int decode, float[] logits, CancellationToken cancellationToken)
+    private static (TimeSpan Prefill, TimeSpan Decode) RunOnce(LanguageModel lm, ReadOnlySpan<int> prompt, int decode, float[] logits,
+        CancellationToken cancellationToken, bool profilePrefill = false)
     {
         ModelState state = lm.CreateState();
+        Arwkv.Diagnostics.ForwardProfile.Enabled = profilePrefill;
         long start = Stopwatch.GetTimestamp();
         lm.Forward(prompt, state, logits, LogitsScope.Last);
         TimeSpan prefill = Stopwatch.GetElapsedTime(start);
+        Arwkv.Diagnostics.ForwardProfile.Enabled = false;
         Span<int> one = stackalloc int[1];
         start = Stopwatch.GetTimestamp();
         for (int i = 0; i < decode; i++)

@@ -3,7 +3,7 @@ using Arwkv.Training;
 
 namespace Arwkv.Cli;
 
-/// <summary>The training commands: demo, distill and eval (all CPU, byte-level models).</summary>
+/// <summary>The training commands: demo, distill and eval (all CPU; byte-level demo models or real Qwen2.5 checkpoints).</summary>
 internal static partial class CliApp
 {
     private static Command DemoCommand()
@@ -33,8 +33,18 @@ internal static partial class CliApp
 
     private static Command DistillCommand()
     {
-        var teacher = new Option<string>("--teacher") { Description = "Qwen2 teacher checkpoint directory (byte-level, untied)", Required = true };
-        var data = new Option<string>("--data") { Description = "Training text (.txt, or .jsonl with text/messages)", Required = true };
+        var teacher = new Option<string>("--teacher")
+        {
+            Description = "Qwen2/Qwen2.5 teacher checkpoint directory (Hugging Face layout: config.json, model.safetensors or sharded with "
+                + "model.safetensors.index.json, F32/F16/BF16, tied or untied, tokenizer.json), or a demo byte-level teacher",
+            Required = true,
+        };
+        var data = new Option<string>("--data")
+        {
+            Description = "Training text (.txt, or .jsonl with text/messages), tokenized with the teacher's tokenizer.json; "
+                + "chat markers become special tokens, documents are separated by <|endoftext|>",
+            Required = true,
+        };
         var stage = new Option<int>("--stage") { Description = "1: attention alignment, 2: KL distillation, 3: SFT", Required = true };
         var output = new Option<string>("--out") { Description = "Output directory (student + checkpoint/)", Required = true };
         var initFrom = new Option<string?>("--init-from") { Description = "Start from this student checkpoint" };
@@ -48,8 +58,15 @@ internal static partial class CliApp
         var checkpointEvery = new Option<int>("--checkpoint-every") { DefaultValueFactory = _ => 50, Description = "Checkpoint interval in steps" };
         var dpo = new Option<string?>("--dpo") { Description = "Stage 3: preference pairs (.jsonl with prompt/chosen/rejected) for DPO instead of SFT" };
         var beta = new Option<double>("--beta") { DefaultValueFactory = _ => 0.1, Description = "DPO beta" };
-        var command = new Command("distill", "Distill a Qwen2 teacher into an ARWKV student (one stage)");
-        foreach (Option o in new Option[] { teacher, data, stage, output, initFrom, steps, lr, batch, seqLen, seed, freezeMlp, resume, checkpointEvery, dpo, beta }) command.Options.Add(o);
+        var teacherTopK = new Option<int>("--teacher-top-k")
+        {
+            Description = "Stage 2 loss: 0 = KL(teacher || student) over the full vocabulary; K > 0 = KL from the teacher restricted to its "
+                + "K most likely tokens per position and renormalized over them (q_i = softmax of those K logits) to the student's "
+                + "full softmax: sum_i q_i (log q_i - log p_student(id_i)), averaged over tokens",
+        };
+        var command = new Command("distill", "Distill a Qwen2/Qwen2.5 teacher into an ARWKV student (one stage); OUT gets the student and the teacher's tokenizer");
+        foreach (Option o in new Option[] { teacher, data, stage, output, initFrom, steps, lr, batch, seqLen, seed, freezeMlp, resume, checkpointEvery, dpo, beta, teacherTopK })
+            command.Options.Add(o);
         var lossLog = new Option<string?>("--loss-log") { Description = "Write \"step loss\" lines (exact round-trip values) to this file; kept consistent across --resume" };
         command.Options.Add(lossLog);
         SetBody(command, (result, stdout, stderr, cancellationToken) =>
@@ -61,6 +78,7 @@ internal static partial class CliApp
                 LearningRate = result.GetValue(lr), BatchSize = result.GetValue(batch), SeqLen = result.GetValue(seqLen),
                 Seed = result.GetValue(seed), FreezeMlp = result.GetValue(freezeMlp), Resume = result.GetValue(resume),
                 CheckpointEvery = result.GetValue(checkpointEvery), PreferencePath = result.GetValue(dpo), Beta = result.GetValue(beta),
+                TeacherTopK = result.GetValue(teacherTopK),
                 LossLogPath = result.GetValue(lossLog),
             }, stdout, cancellationToken);
             return Task.FromResult(0);
@@ -70,12 +88,12 @@ internal static partial class CliApp
 
     private static Command EvalCommand()
     {
-        var model = new Option<string>("--model", "-m") { Description = "Checkpoint to evaluate (ARWKV or Qwen2)", Required = true };
-        var data = new Option<string>("--data") { Description = "Evaluation text", Required = true };
-        var teacher = new Option<string?>("--teacher") { Description = "Teacher checkpoint: also report KL and top-1 agreement" };
+        var model = new Option<string>("--model", "-m") { Description = "Checkpoint to evaluate (ARWKV or Qwen2, single-file or sharded)", Required = true };
+        var data = new Option<string>("--data") { Description = "Evaluation text (.txt or .jsonl), tokenized with the model's tokenizer.json", Required = true };
+        var teacher = new Option<string?>("--teacher") { Description = "Teacher checkpoint (same tokenizer as the model): also report KL and top-1 agreement" };
         var seqLen = new Option<int>("--seq-len") { DefaultValueFactory = _ => 128, Description = "Tokens per sequence" };
         var maxSequences = new Option<int>("--max-sequences") { DefaultValueFactory = _ => 64, Description = "Evaluate at most this many sequences (0: all)" };
-        var command = new Command("eval", "Perplexity of a byte-level checkpoint on a text (and KL / top-1 agreement against a teacher)");
+        var command = new Command("eval", "Perplexity of a checkpoint on a text (and KL / top-1 agreement against a teacher)");
         foreach (Option o in new Option[] { model, data, teacher, seqLen, maxSequences }) command.Options.Add(o);
         SetBody(command, (result, stdout, stderr, cancellationToken) =>
         {

@@ -17,6 +17,9 @@ public static unsafe partial class MatMul
     const int PackTokens = 6;
     const int PackRows = 4;
     const int Lanes = 16;
+    // Rows per work item: 256 bytes of every Y row, so the two threads write separate cache lines (with 16-row items
+    // they shared every line of Y and the write-back cost a third of the time).
+    const int PackedRowsPerItem = 64;
 
     [ThreadStatic] static float[]? t_packedRows;
     [ThreadStatic] static float[]? t_rowBuffer;
@@ -33,12 +36,16 @@ public static unsafe partial class MatMul
         {
             fixed (float* packed = rented)
             {
-                PackTokenBlocks(x, tokens, cols, paddedCols, packed);
+                // BF16 weights whose rows split into whole 32-column steps are read in place by Micro4x6Bf16 (chunk is a
+                // multiple of 32, so every column chunk is too); other types are widened into a packed block first.
+                bool direct = w.Type == DType.BF16 && cols % 32 == 0 && !ForcePackedBf16;
+                if (direct) PackTokenBlocksEvenOdd(x, tokens, cols, packed);
+                else PackTokenBlocks(x, tokens, cols, paddedCols, packed);
                 var work = new PackedGemmWork
                 {
-                    W = w, XPacked = packed, Y = y, Tokens = tokens, Blocks = blocks, PaddedCols = paddedCols,
+                    W = w, XPacked = packed, Y = y, Tokens = tokens, Blocks = blocks, PaddedCols = paddedCols, DirectBf16 = direct,
                 };
-                int items = (w.Rows + GemmRowsPerItem - 1) / GemmRowsPerItem;
+                int items = (w.Rows + PackedRowsPerItem - 1) / PackedRowsPerItem;
                 for (int c0 = 0; c0 < cols; c0 += chunk)
                 {
                     work.C0 = c0;
@@ -52,6 +59,46 @@ public static unsafe partial class MatMul
         finally
         {
             ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>Tests set this to run BF16 through the widening path as well (to cover both on one machine).</summary>
+    [ThreadStatic] internal static bool ForcePackedBf16;
+
+    /// <summary>
+    /// X for <see cref="Micro4x6Bf16"/>: blocks of 6 tokens, per 32 columns each token's 16 even columns then its 16 odd
+    /// ones ([block][column / 32][token][32]); padding tokens are zero. cols is a multiple of 32.
+    /// </summary>
+    static void PackTokenBlocksEvenOdd(float* x, int tokens, int cols, float* packed)
+    {
+        int blocks = (tokens + PackTokens - 1) / PackTokens;
+        var evens = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        var odds = evens + Vector512<int>.One;
+        for (int b = 0; b < blocks; b++)
+        {
+            float* block = packed + (long)b * cols * PackTokens;
+            for (int t = 0; t < PackTokens; t++)
+            {
+                int token = b * PackTokens + t;
+                float* destination = block + t * 32;
+                if (token >= tokens)
+                {
+                    for (int c = 0; c < cols; c += 32)
+                    {
+                        Vector512<float>.Zero.Store(destination + (long)c * PackTokens);
+                        Vector512<float>.Zero.Store(destination + (long)c * PackTokens + 16);
+                    }
+                    continue;
+                }
+                float* source = x + (long)token * cols;
+                for (int c = 0; c < cols; c += 32)
+                {
+                    var lo = Vector512.Load(source + c);
+                    var hi = Vector512.Load(source + c + 16);
+                    Avx512F.PermuteVar16x32x2(lo, evens, hi).Store(destination + (long)c * PackTokens);
+                    Avx512F.PermuteVar16x32x2(lo, odds, hi).Store(destination + (long)c * PackTokens + 16);
+                }
+            }
         }
     }
 
@@ -93,13 +140,20 @@ public static unsafe partial class MatMul
         public int Tokens, Blocks, PaddedCols;
         public int C0, C1;
         public bool Accumulate;
+        public bool DirectBf16;
 
-        public readonly void Execute(int index) => PackedRowPanel(this, index * GemmRowsPerItem, Math.Min(W.Rows, (index + 1) * GemmRowsPerItem));
+        public readonly void Execute(int index)
+        {
+            int r0 = index * PackedRowsPerItem, r1 = Math.Min(W.Rows, (index + 1) * PackedRowsPerItem);
+            if (DirectBf16) Bf16RowPanel(this, r0, r1);
+            else PackedRowPanel(this, r0, r1);
+        }
     }
 
     /// <summary>
-    /// Rows [r0, r1) of the current column chunk for every token. The row blocks of the panel are widened first and
-    /// the token blocks are the outer loop, so a token block stays in L1 while all row blocks pass over it.
+    /// Rows [r0, r1) of the current column chunk for every token, 4 rows at a time: the block is widened into an
+    /// L1-resident buffer (at most 16 KB), then every token block streams past it from L2, the faster of the two
+    /// loop orders (the micro-kernel alone runs at about 95% of the FMA peak this way).
     /// </summary>
     static void PackedRowPanel(in PackedGemmWork work, int r0, int r1)
     {
@@ -108,32 +162,95 @@ public static unsafe partial class MatMul
         int steps = (n + Lanes - 1) / Lanes;
         int rowBlocks = (r1 - r0 + PackRows - 1) / PackRows;
         int blockLength = steps * PackRows * Lanes;
-        float* packedRows = PackedRowsBuffer(rowBlocks * blockLength, steps * Lanes, out float* rowBuffer);
+        float* wBlock = PackedRowsBuffer(blockLength, steps * Lanes, out float* rowBuffer);
+        int elementSize = w.Type.SizeOf();
+        float* tile = stackalloc float[32];
+        int rows = w.Rows;
         for (int k = 0; k < rowBlocks; k++)
         {
             int r = r0 + k * PackRows;
-            PackRowBlock(w, r, Math.Min(PackRows, r1 - r), work.C0, n, steps, packedRows + k * blockLength, rowBuffer);
-        }
-
-        float* tile = stackalloc float[32];
-        int rows = w.Rows;
-        for (int b = 0; b < work.Blocks; b++)
-        {
-            float* xBlock = work.XPacked + ((long)b * work.PaddedCols + work.C0) * PackTokens;
-            int tokenCount = Math.Min(PackTokens, work.Tokens - b * PackTokens);
-            for (int k = 0; k < rowBlocks; k++)
+            int rowCount = Math.Min(PackRows, r1 - r);
+            PackRowBlock(w, r, rowCount, work.C0, n, steps, wBlock, rowBuffer);
+            int nextRows = Math.Min(PackRows, r1 - r - PackRows);
+            long rowBytes = (long)n * elementSize;
+            int linesPerRow = (int)((rowBytes + 63) / 64);
+            int nextLines = Math.Max(0, nextRows) * linesPerRow;
+            for (int b = 0; b < work.Blocks; b++)
             {
-                Micro4x6Packed(packedRows + k * blockLength, xBlock, steps, tile);
-                int r = r0 + k * PackRows;
-                int rowCount = Math.Min(PackRows, r1 - r);
-                for (int j = 0; j < tokenCount; j++)
+                // The next row block's first read comes from memory: fetched in slices while this block computes, it
+                // is in L2 when PackRowBlock needs it (without this, packing waited on DRAM for a third of the time).
+                for (int line = nextLines * b / work.Blocks, end = nextLines * (b + 1) / work.Blocks; line < end; line++)
                 {
-                    float* yRow = work.Y + (long)(b * PackTokens + j) * rows + r;
-                    for (int i = 0; i < rowCount; i++)
-                        yRow[i] = work.Accumulate ? yRow[i] + tile[j * PackRows + i] : tile[j * PackRows + i];
+                    int row = line / linesPerRow;
+                    Sse.Prefetch1((byte*)w.RowPointer(r + PackRows + row) + (nint)work.C0 * elementSize + (line - row * linesPerRow) * 64);
                 }
+                float* xBlock = work.XPacked + ((long)b * work.PaddedCols + work.C0) * PackTokens;
+                Micro4x6Packed(wBlock, xBlock, steps, tile);
+                int tokenCount = Math.Min(PackTokens, work.Tokens - b * PackTokens);
+                float* y = work.Y + (long)b * PackTokens * rows + r;
+                if (rowCount == PackRows) WriteTile4(tile, y, rows, tokenCount, work.Accumulate);
+                else WriteTilePartial(tile, y, rows, tokenCount, rowCount, work.Accumulate);
             }
         }
+    }
+
+    /// <summary>
+    /// <see cref="PackedRowPanel"/> for BF16 weights read in place: 4 rows at a time (a short last block repeats its last
+    /// row and drops the extra results), every token block streaming past them.
+    /// </summary>
+    static void Bf16RowPanel(in PackedGemmWork work, int r0, int r1)
+    {
+        var w = work.W;
+        int n = work.C1 - work.C0;
+        int pairs = n / 32;
+        float* tile = stackalloc float[32];
+        int rows = w.Rows;
+        int linesPerRow = (n * sizeof(ushort) + 63) / 64;
+        for (int r = r0; r < r1; r += PackRows)
+        {
+            int rowCount = Math.Min(PackRows, r1 - r);
+            ushort* p0 = RowAt(w, r, work.C0);
+            ushort* p1 = RowAt(w, r + Math.Min(1, rowCount - 1), work.C0);
+            ushort* p2 = RowAt(w, r + Math.Min(2, rowCount - 1), work.C0);
+            ushort* p3 = RowAt(w, r + Math.Min(3, rowCount - 1), work.C0);
+            int nextLines = Math.Max(0, Math.Min(PackRows, r1 - r - PackRows)) * linesPerRow;
+            for (int b = 0; b < work.Blocks; b++)
+            {
+                // The next rows' first read comes from memory: fetched in slices while these rows compute, they are in
+                // L2 when their turn comes.
+                for (int line = nextLines * b / work.Blocks, end = nextLines * (b + 1) / work.Blocks; line < end; line++)
+                {
+                    int row = line / linesPerRow;
+                    Sse.Prefetch1((byte*)RowAt(w, r + PackRows + row, work.C0) + (line - row * linesPerRow) * 64);
+                }
+                float* xBlock = work.XPacked + ((long)b * work.PaddedCols + work.C0) * PackTokens;
+                Micro4x6Bf16(p0, p1, p2, p3, xBlock, pairs, tile);
+                int tokenCount = Math.Min(PackTokens, work.Tokens - b * PackTokens);
+                float* y = work.Y + (long)b * PackTokens * rows + r;
+                if (rowCount == PackRows) WriteTile4(tile, y, rows, tokenCount, work.Accumulate);
+                else WriteTilePartial(tile, y, rows, tokenCount, rowCount, work.Accumulate);
+            }
+        }
+    }
+
+    static ushort* RowAt(WeightMatrix w, int row, int column) => (ushort*)(w.Data + ((nint)row * w.Cols + column) * sizeof(ushort));
+
+    /// <summary>Stores (or adds) a 4-row by <paramref name="tokens"/>-token tile: each token's 4 rows are one 128-bit vector.</summary>
+    static void WriteTile4(float* tile, float* y, int rows, int tokens, bool accumulate)
+    {
+        if (accumulate)
+            for (int j = 0; j < tokens; j++, y += rows)
+                (Vector128.Load(y) + Vector128.Load(tile + j * PackRows)).Store(y);
+        else
+            for (int j = 0; j < tokens; j++, y += rows)
+                Vector128.Load(tile + j * PackRows).Store(y);
+    }
+
+    static void WriteTilePartial(float* tile, float* y, int rows, int tokens, int rowCount, bool accumulate)
+    {
+        for (int j = 0; j < tokens; j++, y += rows)
+            for (int i = 0; i < rowCount; i++)
+                y[i] = accumulate ? y[i] + tile[j * PackRows + i] : tile[j * PackRows + i];
     }
 
     /// <summary>This thread's scratch for widened rows (grown as needed, pinned, so its address is stable).</summary>
@@ -196,8 +313,77 @@ public static unsafe partial class MatMul
         }
     }
 
+    /// <summary>
+    /// tile[t * 4 + r] = w_r . x_t straight from four BF16 rows, over <paramref name="pairs"/> steps of 32 columns. As
+    /// 32-bit lanes, (v &lt;&lt; 16) holds a BF16 vector's even elements as float32 and (v &amp; 0xFFFF0000) its odd
+    /// ones, so x is packed evens-then-odds per 32 columns and the weights need no packing pass at all.
+    /// </summary>
+    internal static void Micro4x6Bf16(ushort* w0, ushort* w1, ushort* w2, ushort* w3, float* x, int pairs, float* tile)
+    {
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default;
+        Vector512<float> a40 = default, a41 = default, a42 = default, a43 = default;
+        Vector512<float> a50 = default, a51 = default, a52 = default, a53 = default;
+        var high = Vector512.Create(0xFFFF0000u);
+        for (int s = 0; s < pairs; s++)
+        {
+            var v0 = Vector512.ShiftLeft(Vector512.Load((uint*)w0), 16).AsSingle();
+            var v1 = Vector512.ShiftLeft(Vector512.Load((uint*)w1), 16).AsSingle();
+            var v2 = Vector512.ShiftLeft(Vector512.Load((uint*)w2), 16).AsSingle();
+            var v3 = Vector512.ShiftLeft(Vector512.Load((uint*)w3), 16).AsSingle();
+            var t = Vector512.Load(x);
+            a00 = Vector512.FusedMultiplyAdd(v0, t, a00); a01 = Vector512.FusedMultiplyAdd(v1, t, a01);
+            a02 = Vector512.FusedMultiplyAdd(v2, t, a02); a03 = Vector512.FusedMultiplyAdd(v3, t, a03);
+            t = Vector512.Load(x + 32);
+            a10 = Vector512.FusedMultiplyAdd(v0, t, a10); a11 = Vector512.FusedMultiplyAdd(v1, t, a11);
+            a12 = Vector512.FusedMultiplyAdd(v2, t, a12); a13 = Vector512.FusedMultiplyAdd(v3, t, a13);
+            t = Vector512.Load(x + 64);
+            a20 = Vector512.FusedMultiplyAdd(v0, t, a20); a21 = Vector512.FusedMultiplyAdd(v1, t, a21);
+            a22 = Vector512.FusedMultiplyAdd(v2, t, a22); a23 = Vector512.FusedMultiplyAdd(v3, t, a23);
+            t = Vector512.Load(x + 96);
+            a30 = Vector512.FusedMultiplyAdd(v0, t, a30); a31 = Vector512.FusedMultiplyAdd(v1, t, a31);
+            a32 = Vector512.FusedMultiplyAdd(v2, t, a32); a33 = Vector512.FusedMultiplyAdd(v3, t, a33);
+            t = Vector512.Load(x + 128);
+            a40 = Vector512.FusedMultiplyAdd(v0, t, a40); a41 = Vector512.FusedMultiplyAdd(v1, t, a41);
+            a42 = Vector512.FusedMultiplyAdd(v2, t, a42); a43 = Vector512.FusedMultiplyAdd(v3, t, a43);
+            t = Vector512.Load(x + 160);
+            a50 = Vector512.FusedMultiplyAdd(v0, t, a50); a51 = Vector512.FusedMultiplyAdd(v1, t, a51);
+            a52 = Vector512.FusedMultiplyAdd(v2, t, a52); a53 = Vector512.FusedMultiplyAdd(v3, t, a53);
+
+            v0 = (Vector512.Load((uint*)w0) & high).AsSingle();
+            v1 = (Vector512.Load((uint*)w1) & high).AsSingle();
+            v2 = (Vector512.Load((uint*)w2) & high).AsSingle();
+            v3 = (Vector512.Load((uint*)w3) & high).AsSingle();
+            t = Vector512.Load(x + 16);
+            a00 = Vector512.FusedMultiplyAdd(v0, t, a00); a01 = Vector512.FusedMultiplyAdd(v1, t, a01);
+            a02 = Vector512.FusedMultiplyAdd(v2, t, a02); a03 = Vector512.FusedMultiplyAdd(v3, t, a03);
+            t = Vector512.Load(x + 48);
+            a10 = Vector512.FusedMultiplyAdd(v0, t, a10); a11 = Vector512.FusedMultiplyAdd(v1, t, a11);
+            a12 = Vector512.FusedMultiplyAdd(v2, t, a12); a13 = Vector512.FusedMultiplyAdd(v3, t, a13);
+            t = Vector512.Load(x + 80);
+            a20 = Vector512.FusedMultiplyAdd(v0, t, a20); a21 = Vector512.FusedMultiplyAdd(v1, t, a21);
+            a22 = Vector512.FusedMultiplyAdd(v2, t, a22); a23 = Vector512.FusedMultiplyAdd(v3, t, a23);
+            t = Vector512.Load(x + 112);
+            a30 = Vector512.FusedMultiplyAdd(v0, t, a30); a31 = Vector512.FusedMultiplyAdd(v1, t, a31);
+            a32 = Vector512.FusedMultiplyAdd(v2, t, a32); a33 = Vector512.FusedMultiplyAdd(v3, t, a33);
+            t = Vector512.Load(x + 144);
+            a40 = Vector512.FusedMultiplyAdd(v0, t, a40); a41 = Vector512.FusedMultiplyAdd(v1, t, a41);
+            a42 = Vector512.FusedMultiplyAdd(v2, t, a42); a43 = Vector512.FusedMultiplyAdd(v3, t, a43);
+            t = Vector512.Load(x + 176);
+            a50 = Vector512.FusedMultiplyAdd(v0, t, a50); a51 = Vector512.FusedMultiplyAdd(v1, t, a51);
+            a52 = Vector512.FusedMultiplyAdd(v2, t, a52); a53 = Vector512.FusedMultiplyAdd(v3, t, a53);
+            w0 += 32; w1 += 32; w2 += 32; w3 += 32;
+            x += PackTokens * 32;
+        }
+        Sum16(a00, a10, a20, a30, a01, a11, a21, a31, a02, a12, a22, a32, a03, a13, a23, a33).Store(tile);
+        var zero = Vector512<float>.Zero;
+        Sum16(a40, a50, zero, zero, a41, a51, zero, zero, a42, a52, zero, zero, a43, a53, zero, zero).Store(tile + 16);
+    }
+
     /// <summary>tile[t * 4 + r] = w_r . x_t over <paramref name="steps"/> packed 16-column steps.</summary>
-    static void Micro4x6Packed(float* w, float* x, int steps, float* tile)
+    internal static void Micro4x6Packed(float* w, float* x, int steps, float* tile)
     {
         Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
         Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;

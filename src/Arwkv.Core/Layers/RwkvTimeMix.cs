@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Arwkv.Diagnostics;
 using Arwkv.Kernels;
 
 namespace Arwkv.Layers;
@@ -108,81 +109,28 @@ internal sealed class RwkvTimeMix
     public void Forward(int rows, ArwkvScratch s, float[] shift, float[] wkv, bool firstLayer, KernelThreadPool pool)
     {
         int C = Hidden, n = rows * C;
-        Span<float> x = s.Normed.AsSpan(0, n), xx = s.Shifted.AsSpan(0, n);
-
-        // Token shift: row t sees row t-1, row 0 sees the previous call's last token.
-        TensorPrimitives.Subtract(shift, x[..C], xx[..C]);
-        if (rows > 1) TensorPrimitives.Subtract(x[..(n - C)], x[C..], xx[C..]);
-        x[(n - C)..].CopyTo(shift);
-
-        for (int t = 0; t < rows; t++)
-        {
-            ReadOnlySpan<float> xt = x.Slice(t * C, C), xxt = xx.Slice(t * C, C);
-            TensorPrimitives.MultiplyAdd(xxt, XR, xt, s.XR.AsSpan(t * C, C));
-            TensorPrimitives.MultiplyAdd(xxt, XW, xt, s.XW.AsSpan(t * C, C));
-            TensorPrimitives.MultiplyAdd(xxt, XK, xt, s.XK.AsSpan(t * C, C));
-            TensorPrimitives.MultiplyAdd(xxt, XV, xt, s.XV.AsSpan(t * C, C));
-            TensorPrimitives.MultiplyAdd(xxt, XA, xt, s.XA.AsSpan(t * C, C));
-            if (GateLora is not null)
-            {
-                if (XG is null) xt.CopyTo(s.XG.AsSpan(t * C, C));
-                else TensorPrimitives.MultiplyAdd(xxt, XG, xt, s.XG.AsSpan(t * C, C));
-            }
-        }
+        // Token-wise work (shift mixes, the LoRAs and the elementwise math around them) is split into token ranges, one
+        // per thread: a LoRA's down projection has only rank rows, too few for MatMul's row split to use two threads,
+        // and single-threaded these phases took an eighth of a 0.5B prefill.
+        int slices = rows > 1 ? Math.Min(rows, pool.ThreadCount) : 1;
+        var work = new TokenSliceWork { Mix = this, Scratch = s, Shift = shift, Rows = rows, Slices = slices, FirstLayer = firstLayer };
+        if (slices == 1) work.Execute(0);
+        else pool.Run(ref work, slices);
+        s.Normed.AsSpan((rows - 1) * C, C).CopyTo(shift);
+        ForwardProfile.Lap(ForwardPhase.TimeMixShift);
 
         Span<float> r = s.R.AsSpan(0, n), k = s.K.AsSpan(0, n), v = s.V.AsSpan(0, n);
         Projection.Apply(Receptance, s.XR, r, rows, pool);
         Projection.Apply(Key, s.XK, k, rows, pool);
         Projection.Apply(Value, s.XV, v, rows, pool);
+        ForwardProfile.Lap(ForwardPhase.TimeMixProjections);
 
-        // decay = exp(-e^-0.5 * sigmoid(w0 + tanh(x_w A) B))
-        Span<float> decay = s.Decay.AsSpan(0, n);
-        Lora(DecayLora, s.XW, decay, rows, s, pool, innerActivation: TensorPrimitives.Tanh);
-        AddRowVector(decay, W0, rows);
-        TensorPrimitives.Sigmoid(decay, decay);
-        TensorPrimitives.Multiply(decay, DecayScale, decay);
-        TensorPrimitives.Exp(decay, decay);
+        work.Phase = 1;
+        if (slices == 1) LoraTokens(0, rows, s, firstLayer, pool);
+        else pool.Run(ref work, slices);
+        ForwardProfile.Lap(ForwardPhase.TimeMixLoras);
 
-        Span<float> vFirst = s.VFirst.AsSpan(0, n);
-        if (firstLayer || ValueLora is null) v.CopyTo(vFirst);
-        else
-        {
-            // v += (v_first - v) * sigmoid(v0 + x_v A B)
-            Span<float> mix = s.Temp.AsSpan(0, n);
-            Lora(ValueLora, s.XV, mix, rows, s, pool, innerActivation: null);
-            AddRowVector(mix, V0!, rows);
-            TensorPrimitives.Sigmoid(mix, mix);
-            Span<float> diff = s.Y.AsSpan(0, n);
-            TensorPrimitives.Subtract(vFirst, v, diff);
-            TensorPrimitives.MultiplyAdd(diff, mix, v, v);
-        }
-
-        Span<float> a = s.A.AsSpan(0, n);
-        Lora(IclrLora, s.XA, a, rows, s, pool, innerActivation: null);
-        AddRowVector(a, A0, rows);
-        TensorPrimitives.Sigmoid(a, a);
-
-        if (GateLora is not null)
-            Lora(GateLora, s.XG, s.G.AsSpan(0, n), rows, s, pool, innerActivation: TensorPrimitives.Sigmoid);
-
-        // kk = normalize_per_head(k * k_k); k = k * (1 + (a - 1) * k_a)
-        Span<float> kk = s.Kk.AsSpan(0, n), scale = s.Temp.AsSpan(0, n);
         int N = HeadSize;
-        for (int t = 0; t < rows; t++)
-        {
-            Span<float> kkt = kk.Slice(t * C, C);
-            TensorPrimitives.Multiply(k.Slice(t * C, C), KK, kkt);
-            for (int h = 0; h < C; h += N)
-            {
-                Span<float> head = kkt.Slice(h, N);
-                TensorPrimitives.Divide(head, MathF.Max(TensorPrimitives.Norm(head), NormEps), head);
-            }
-            Span<float> st = scale.Slice(t * C, C);
-            TensorPrimitives.Subtract(a.Slice(t * C, C), 1f, st);
-            TensorPrimitives.MultiplyAdd(st, KA, 1f, st);
-        }
-        TensorPrimitives.Multiply(k, scale, k);
-
         int heads = C / N;
         if (rows == 1 || pool.ThreadCount == 1)
         {
@@ -200,9 +148,111 @@ internal sealed class RwkvTimeMix
             _runState = null;
         }
 
+        ForwardProfile.Lap(ForwardPhase.Wkv7);
+
         Span<float> y = s.Y.AsSpan(0, n);
         if (GateLora is not null) TensorPrimitives.Multiply(y, s.G.AsSpan(0, n), y);
         Projection.Apply(Output, y, s.Output, rows, pool);
+        ForwardProfile.Lap(ForwardPhase.TimeMixOutput);
+    }
+
+    /// <summary>One token range of a phase that is independent across tokens (phase 0: shift mixes, 1: LoRAs).</summary>
+    private struct TokenSliceWork : IParallelWork
+    {
+        public RwkvTimeMix Mix;
+        public ArwkvScratch Scratch;
+        public float[] Shift;
+        public int Rows, Slices, Phase;
+        public bool FirstLayer;
+
+        public readonly void Execute(int index)
+        {
+            int t0 = (int)((long)Rows * index / Slices), t1 = (int)((long)Rows * (index + 1) / Slices);
+            if (t0 == t1) return;
+            if (Phase == 0) Mix.MixTokens(t0, t1, Scratch, Shift);
+            else Mix.LoraTokens(t0, t1, Scratch, FirstLayer, pool: null);
+        }
+    }
+
+    /// <summary>Token shift and the six interpolations x + (x_prev - x) * mu for rows [t0, t1); row 0's x_prev is <paramref name="shift"/>.</summary>
+    private void MixTokens(int t0, int t1, ArwkvScratch s, float[] shift)
+    {
+        int C = Hidden;
+        ReadOnlySpan<float> x = s.Normed;
+        for (int t = t0; t < t1; t++)
+        {
+            ReadOnlySpan<float> xt = x.Slice(t * C, C);
+            Span<float> xxt = s.Shifted.AsSpan(t * C, C);
+            TensorPrimitives.Subtract(t == 0 ? shift : x.Slice((t - 1) * C, C), xt, xxt);
+            TensorPrimitives.MultiplyAdd(xxt, XR, xt, s.XR.AsSpan(t * C, C));
+            TensorPrimitives.MultiplyAdd(xxt, XW, xt, s.XW.AsSpan(t * C, C));
+            TensorPrimitives.MultiplyAdd(xxt, XK, xt, s.XK.AsSpan(t * C, C));
+            TensorPrimitives.MultiplyAdd(xxt, XV, xt, s.XV.AsSpan(t * C, C));
+            TensorPrimitives.MultiplyAdd(xxt, XA, xt, s.XA.AsSpan(t * C, C));
+            if (GateLora is not null)
+            {
+                if (XG is null) xt.CopyTo(s.XG.AsSpan(t * C, C));
+                else TensorPrimitives.MultiplyAdd(xxt, XG, xt, s.XG.AsSpan(t * C, C));
+            }
+        }
+    }
+
+    /// <summary>
+    /// For rows [t0, t1): decay, the value residual, the in-context learning rate a, the gate, kk and the scaled k,
+    /// everything between the r/k/v projections and the recurrence.
+    /// </summary>
+    private void LoraTokens(int t0, int t1, ArwkvScratch s, bool firstLayer, KernelThreadPool? pool)
+    {
+        int C = Hidden, rows = t1 - t0, o = t0 * C, n = rows * C;
+        Span<float> k = s.K.AsSpan(o, n), v = s.V.AsSpan(o, n);
+
+        // decay = exp(-e^-0.5 * sigmoid(w0 + tanh(x_w A) B))
+        Span<float> decay = s.Decay.AsSpan(o, n);
+        Lora(DecayLora, s.XW.AsSpan(o, n), decay, t0, rows, s, pool, innerActivation: TensorPrimitives.Tanh);
+        AddRowVector(decay, W0, rows);
+        TensorPrimitives.Sigmoid(decay, decay);
+        TensorPrimitives.Multiply(decay, DecayScale, decay);
+        TensorPrimitives.Exp(decay, decay);
+
+        Span<float> vFirst = s.VFirst.AsSpan(o, n);
+        if (firstLayer || ValueLora is null) v.CopyTo(vFirst);
+        else
+        {
+            // v += (v_first - v) * sigmoid(v0 + x_v A B)
+            Span<float> mix = s.Temp.AsSpan(o, n);
+            Lora(ValueLora, s.XV.AsSpan(o, n), mix, t0, rows, s, pool, innerActivation: null);
+            AddRowVector(mix, V0!, rows);
+            TensorPrimitives.Sigmoid(mix, mix);
+            Span<float> diff = s.Y.AsSpan(o, n);
+            TensorPrimitives.Subtract(vFirst, v, diff);
+            TensorPrimitives.MultiplyAdd(diff, mix, v, v);
+        }
+
+        Span<float> a = s.A.AsSpan(o, n);
+        Lora(IclrLora, s.XA.AsSpan(o, n), a, t0, rows, s, pool, innerActivation: null);
+        AddRowVector(a, A0, rows);
+        TensorPrimitives.Sigmoid(a, a);
+
+        if (GateLora is not null)
+            Lora(GateLora, s.XG.AsSpan(o, n), s.G.AsSpan(o, n), t0, rows, s, pool, innerActivation: TensorPrimitives.Sigmoid);
+
+        // kk = normalize_per_head(k * k_k); k = k * (1 + (a - 1) * k_a)
+        Span<float> kk = s.Kk.AsSpan(o, n), scale = s.Temp.AsSpan(o, n);
+        int N = HeadSize;
+        for (int t = 0; t < rows; t++)
+        {
+            Span<float> kkt = kk.Slice(t * C, C);
+            TensorPrimitives.Multiply(k.Slice(t * C, C), KK, kkt);
+            for (int h = 0; h < C; h += N)
+            {
+                Span<float> head = kkt.Slice(h, N);
+                TensorPrimitives.Divide(head, MathF.Max(TensorPrimitives.Norm(head), NormEps), head);
+            }
+            Span<float> st = scale.Slice(t * C, C);
+            TensorPrimitives.Subtract(a.Slice(t * C, C), 1f, st);
+            TensorPrimitives.MultiplyAdd(st, KA, 1f, st);
+        }
+        TensorPrimitives.Multiply(k, scale, k);
     }
 
     private void RunHead(int head, int rows, ArwkvScratch s, float[] wkv)
@@ -220,11 +270,13 @@ internal sealed class RwkvTimeMix
 
     private delegate void Activation(ReadOnlySpan<float> x, Span<float> y);
 
-    /// <summary>output[rows, C] = act(x A) B, the activation applied at the rank-sized middle when given.</summary>
-    private static void Lora(LoraWeights lora, ReadOnlySpan<float> x, Span<float> output, int rows, ArwkvScratch s,
-        KernelThreadPool pool, Activation? innerActivation)
+    /// <summary>output[rows, C] = act(x A) B for rows starting at <paramref name="firstRow"/> of the chunk, the activation applied at the rank-sized middle when given.</summary>
+    private static void Lora(LoraWeights lora, ReadOnlySpan<float> x, Span<float> output, int firstRow, int rows, ArwkvScratch s,
+        KernelThreadPool? pool, Activation? innerActivation)
     {
-        Span<float> mid = s.LoraMid.AsSpan(0, rows * lora.Rank);
+        // Token ranges of different LoRAs run at once, so each range's slice is sized by the largest rank.
+        int maxRank = s.LoraMid.Length / s.MaxRows;
+        Span<float> mid = s.LoraMid.AsSpan(firstRow * maxRank, rows * lora.Rank);
         Projection.Apply(lora.Down, x, mid, rows, pool);
         innerActivation?.Invoke(mid, mid);
         lora.ApplyUp(mid, output, rows);

@@ -1,3 +1,4 @@
+using Arwkv.Diagnostics;
 using Arwkv.IO;
 using Arwkv.Kernels;
 using Arwkv.Layers;
@@ -147,6 +148,7 @@ public sealed class ArwkvModel : LanguageModel
     /// <summary>Runs the layers over consecutive tokens, leaving the final residual stream in scratch.Residual.</summary>
     private void RunChunk(ReadOnlySpan<int> tokens, ArwkvState state)
     {
+        ForwardProfile.Start();
         int rows = tokens.Length, C = Config.HiddenSize, n = rows * C;
         ArwkvScratch s = _scratch;
         Span<float> h = s.Residual.AsSpan(0, n), output = s.Output.AsSpan(0, n), normed = s.Normed.AsSpan(0, n);
@@ -157,9 +159,11 @@ public sealed class ArwkvModel : LanguageModel
         {
             ArwkvLayer layer = _layers[l];
             RmsNorm.Apply(h, layer.InputNorm, _eps, normed, rows);
+            ForwardProfile.Lap(ForwardPhase.NormsAndResiduals);
             layer.TimeMix.Forward(rows, s, state.Shift[l], state.Wkv[l], firstLayer: l == 0, _pool);
             System.Numerics.Tensors.TensorPrimitives.Add(h, output, h);
             RmsNorm.Apply(h, layer.PostNorm, _eps, normed, rows);
+            ForwardProfile.Lap(ForwardPhase.NormsAndResiduals);
             layer.Mlp.Forward(normed, output, rows, s.MlpGate, s.MlpUp, _pool);
             System.Numerics.Tensors.TensorPrimitives.Add(h, output, h);
         }
@@ -170,8 +174,10 @@ public sealed class ArwkvModel : LanguageModel
     {
         int C = Config.HiddenSize;
         Span<float> normed = _scratch.Normed.AsSpan(0, count * C);
+        ForwardProfile.Start();
         RmsNorm.Apply(_scratch.Residual.AsSpan(first * C, count * C), _finalNorm, _eps, normed, count);
         Projection.Apply(_lmHead, normed, logits, count, _pool);
+        ForwardProfile.Lap(ForwardPhase.Logits);
     }
 
     /// <inheritdoc />

@@ -16,7 +16,7 @@ public sealed class Qwen2Model : LanguageModel
     /// <summary>Prefill works through long prompts in chunks of this many tokens, bounding scratch memory.</summary>
     internal const int PrefillChunk = 256;
 
-    private readonly SafeTensorsFile _file;
+    private readonly SafeTensorsCheckpoint _checkpoint;
     private readonly KernelThreadPool _pool;
     private readonly ForwardMode _mode;
     private readonly WeightMatrix _embedding;
@@ -35,10 +35,10 @@ public sealed class Qwen2Model : LanguageModel
         public required WeightMatrix Gate, Up, Down;
     }
 
-    private Qwen2Model(Qwen2Config config, SafeTensorsFile file, ModelOptions options)
+    private Qwen2Model(Qwen2Config config, SafeTensorsCheckpoint checkpoint, ModelOptions options)
     {
         Config = config;
-        _file = file;
+        _checkpoint = checkpoint;
         _mode = options.Mode;
         int c = config.HiddenSize, kv = config.KeyValueSize, f = config.IntermediateSize, v = config.VocabSize;
         _embedding = Matrix("model.embed_tokens.weight", v, c);
@@ -46,8 +46,9 @@ public sealed class Qwen2Model : LanguageModel
         if (config.TieWordEmbeddings) _lmHead = _embedding;
         else
         {
-            if (!file.Contains("lm_head.weight"))
-                throw new CheckpointException(file.Path, "missing tensor 'lm_head.weight' (config.json has tie_word_embeddings: false)");
+            if (!checkpoint.Contains("lm_head.weight"))
+                throw new CheckpointException(checkpoint.Files.Count == 1 ? checkpoint.Files[0].Path : Path.Combine(checkpoint.Directory, SafeTensorsCheckpoint.IndexFileName),
+                    "missing tensor 'lm_head.weight' (config.json has tie_word_embeddings: false)");
             _lmHead = Matrix("lm_head.weight", v, c);
         }
         _finalNorm = Vector("model.norm.weight", c);
@@ -85,44 +86,47 @@ public sealed class Qwen2Model : LanguageModel
     /// <inheritdoc />
     public override int VocabSize => Config.VocabSize;
 
-    /// <summary>Loads a Qwen2 checkpoint directory: config.json, model.safetensors and an optional tokenizer.json.</summary>
+    /// <summary>
+    /// Loads a Qwen2 checkpoint directory: config.json, the weights (one model.safetensors, or the shards that
+    /// model.safetensors.index.json lists, all memory-mapped) and an optional tokenizer.json.
+    /// </summary>
     /// <exception cref="CheckpointException">A file is missing, or a tensor is missing or has the wrong shape.</exception>
     public static new Qwen2Model Load(string directory, ModelOptions? options = null)
     {
         options ??= new ModelOptions();
         if (options.Threads < 1) throw new ArgumentException("ModelOptions.Threads must be at least 1", nameof(options));
         Qwen2Config config = Qwen2Config.Load(directory);
-        string weights = Path.Combine(directory, "model.safetensors");
-        if (!File.Exists(weights) && File.Exists(Path.Combine(directory, "model.safetensors.index.json")))
-            throw new CheckpointException(weights, "sharded Qwen2 checkpoints are not supported; merge the shards into one model.safetensors");
-        SafeTensorsFile file = SafeTensorsFile.Open(weights);
+        string single = Path.Combine(directory, SafeTensorsCheckpoint.SingleFileName);
+        if (!File.Exists(single) && !File.Exists(Path.Combine(directory, SafeTensorsCheckpoint.IndexFileName)))
+            throw new CheckpointException(single, $"weights not found (neither {SafeTensorsCheckpoint.SingleFileName} nor {SafeTensorsCheckpoint.IndexFileName})");
+        SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(directory);
         try
         {
             string tokenizerPath = Path.Combine(directory, "tokenizer.json");
             QwenTokenizer? tokenizer = File.Exists(tokenizerPath) ? QwenTokenizer.FromFile(tokenizerPath) : null;
-            return new Qwen2Model(config, file, options) { Tokenizer = tokenizer };
+            return new Qwen2Model(config, checkpoint, options) { Tokenizer = tokenizer };
         }
         catch
         {
-            file.Dispose();
+            checkpoint.Dispose();
             throw;
         }
     }
 
     private WeightMatrix Matrix(string name, int rows, int cols)
     {
-        TensorInfo info = _file.GetInfo(name);
+        TensorInfo info = _checkpoint.GetInfo(name);
         if (info.Shape.Length != 2 || info.Shape[0] != rows || info.Shape[1] != cols)
-            throw new CheckpointException(_file.Path, $"tensor '{name}' has shape {info.ShapeText}, expected [{rows}, {cols}]");
-        return new WeightMatrix(_file.GetPointer(info), info.Type, rows, cols);
+            throw new CheckpointException(_checkpoint.FileOf(name).Path, $"tensor '{name}' has shape {info.ShapeText}, expected [{rows}, {cols}]");
+        return new WeightMatrix(_checkpoint.GetPointer(name), info.Type, rows, cols);
     }
 
     private float[] Vector(string name, int length)
     {
-        TensorInfo info = _file.GetInfo(name);
+        TensorInfo info = _checkpoint.GetInfo(name);
         if (info.Shape.Length != 1 || info.Shape[0] != length)
-            throw new CheckpointException(_file.Path, $"tensor '{name}' has shape {info.ShapeText}, expected [{length}]");
-        return _file.ReadFloat32(info);
+            throw new CheckpointException(_checkpoint.FileOf(name).Path, $"tensor '{name}' has shape {info.ShapeText}, expected [{length}]");
+        return _checkpoint.ReadFloat32(name);
     }
 
     /// <inheritdoc />
@@ -291,7 +295,7 @@ public sealed class Qwen2Model : LanguageModel
         if (disposing)
         {
             _pool.Dispose();
-            _file.Dispose();
+            _checkpoint.Dispose();
         }
     }
 }

@@ -30,14 +30,18 @@ internal sealed record DistillOptions
     public double Beta { get; init; } = 0.1;
     /// <summary>Stop after this many steps of this invocation (for testing interruption); 0: run to <see cref="Steps"/>.</summary>
     public int StopAfter { get; init; }
+    /// <summary>Stage 2: KL against the teacher's K most likely tokens, renormalized (<see cref="TrainerOptions.TeacherTopK"/>); 0: full vocabulary.</summary>
+    public int TeacherTopK { get; init; }
     /// <summary>Write "step loss" lines here, one per step (see <see cref="LossLog"/>); null: no log.</summary>
     public string? LossLogPath { get; init; }
 }
 
 /// <summary>
-/// `arwkv distill`: one distillation stage of a byte-level student against a Qwen2 teacher checkpoint on a text file
-/// (stage 1 attention alignment, stage 2 KL, stage 3 SFT cross-entropy), with checkpoints and resume. The student
-/// ends up in OUT in the Hugging Face ARWKV layout, the losses in OUT/loss.svg.
+/// `arwkv distill`: one distillation stage of an ARWKV student against a Qwen2 teacher checkpoint on a text file
+/// (stage 1 attention alignment, stage 2 KL, stage 3 SFT cross-entropy), with checkpoints and resume. The teacher is
+/// a Hugging Face Qwen2/Qwen2.5 directory (one or sharded safetensors, F32/F16/BF16, tied or untied) or a demo
+/// byte-level model; the data is tokenized with the teacher's tokenizer.json. The student ends up in OUT in the
+/// Hugging Face ARWKV layout with the teacher's tokenizer files, the losses in OUT/loss.svg.
 /// </summary>
 internal static class Distiller
 {
@@ -47,21 +51,34 @@ internal static class Distiller
         if (options.Steps <= 0 || options.BatchSize <= 0 || options.SeqLen <= 0) throw new ArgumentException("--steps, --batch and --seq-len must be positive");
         var stage = (TrainingStage)options.Stage;
         if (options.PreferencePath is not null) return RunDpo(options, output, cancellationToken);
+        if (options.TeacherTopK < 0) throw new ArgumentException($"--teacher-top-k must be >= 0, got {options.TeacherTopK}");
+        if (options.TeacherTopK > 0 && stage != TrainingStage.Distillation) throw new ArgumentException("--teacher-top-k is a stage 2 option");
+        // The tokenizer and the data first: a wrong tokenizer or data file fails in seconds, before gigabytes of weights load.
+        Qwen2Config teacherConfig = Qwen2Config.Load(options.TeacherDirectory);
+        // The trainers keep logits [batch * seq-len, vocab] in one array; Qwen's 151936-entry vocabulary makes that the limit.
+        if ((long)options.BatchSize * options.SeqLen * teacherConfig.VocabSize > Array.MaxLength)
+            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
+                $"--batch {options.BatchSize} x --seq-len {options.SeqLen} x vocab_size {teacherConfig.VocabSize} logits exceed one array ({Array.MaxLength:N0} entries); lower --batch or --seq-len"));
+        ITrainingTokenizer tokenizer = TrainingTokenizers.FromDirectory(options.TeacherDirectory, teacherConfig.VocabSize);
+        List<TrainingSequence> train = LoadSequences(options.DataPath, options.SeqLen, tokenizer, teacherConfig.VocabSize,
+            Path.Combine(options.TeacherDirectory, "config.json"));
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"teacher: {teacherConfig.NumLayers} layers, hidden {teacherConfig.HiddenSize}, vocab_size {teacherConfig.VocabSize}{(teacherConfig.TieWordEmbeddings ? ", tied embeddings (the student gets its own lm_head)" : "")}; {tokenizer.Kind} tokenizer with {tokenizer.IdCount} ids"));
         Qwen2Trainable<float> teacher = Qwen2Trainable<float>.Load(options.TeacherDirectory, options.BatchSize, options.SeqLen);
-        if (teacher.Config.VocabSize != ByteTokenizer.VocabSize)
-            throw new CheckpointException(Path.Combine(options.TeacherDirectory, "config.json"),
-                $"vocab_size is {teacher.Config.VocabSize}; distill trains byte-level models ({ByteTokenizer.VocabSize} ids)");
         ArwkvStudent<float> student = options.InitFrom is not null
             ? ModelFiles.LoadStudent(options.InitFrom, options.BatchSize, options.SeqLen)
             : ModelFiles.StudentFromTeacher(teacher, DefaultRanks(teacher.Config.HiddenSize), 64, options.Seed, options.BatchSize, options.SeqLen);
         if (options.InitFrom is null && stage != TrainingStage.Alignment)
             output.WriteLine($"note: stage {options.Stage} without --init-from starts from an untrained time mix");
+        if (student.Config.VocabSize != teacher.Config.VocabSize)
+            throw new CheckpointException(Path.Combine(options.InitFrom!, "config.json"),
+                $"vocab_size is {student.Config.VocabSize}, the teacher's is {teacher.Config.VocabSize}; --init-from must be a student of this teacher");
 
-        List<TrainingSequence> train = LoadSequences(options.DataPath, options.SeqLen);
         var trainer = new Trainer(stage, stage == TrainingStage.Sft ? null : teacher, student, train, new TrainerOptions
         {
             Steps = options.Steps, LrMax = options.LearningRate, LrMin = options.LearningRate / 10, WarmupSteps = Math.Max(1, options.Steps / 10),
             BatchSize = options.BatchSize, SeqLen = options.SeqLen, Seed = (ulong)options.Seed, FreezeMlp = options.FreezeMlp,
+            TeacherTopK = options.TeacherTopK,
         });
         string checkpointDir = Path.Combine(options.OutputDirectory, "checkpoint");
         if (options.Resume && TrainingCheckpoint.Exists(checkpointDir))
@@ -82,7 +99,7 @@ internal static class Distiller
         if (trainer.Step >= options.Steps)
         {
             ModelFiles.SaveStudent(options.OutputDirectory, student);
-            ByteTokenizerJson.Write(options.OutputDirectory);
+            WriteTokenizer(options.TeacherDirectory, tokenizer, options.OutputDirectory);
             LossCurve.Write(Path.Combine(options.OutputDirectory, "loss.svg"), [($"stage {options.Stage} loss", trainer.Losses)]);
             output.WriteLine($"student written to {options.OutputDirectory}");
         }
@@ -141,22 +158,72 @@ internal static class Distiller
     }
 
     /// <summary>Byte-tokenized, packed sequences of a text (or .jsonl) file.</summary>
-    public static List<TrainingSequence> LoadSequences(string path, int seqLen)
+    public static List<TrainingSequence> LoadSequences(string path, int seqLen) =>
+        LoadSequences(path, seqLen, ByteTokenizer.Instance, ByteTokenizer.VocabSize, "config.json");
+
+    /// <summary>
+    /// Packed sequences of a text (or .jsonl) file, documents separated by the tokenizer's &lt;|endoftext|&gt;. Every id
+    /// must be below <paramref name="vocabSize"/> (the model's config, named by <paramref name="configPath"/>).
+    /// </summary>
+    public static List<TrainingSequence> LoadSequences(string path, int seqLen, ITrainingTokenizer tokenizer, int vocabSize, string configPath)
     {
         if (!File.Exists(path)) throw new CheckpointException(path, "data file not found");
-        List<int[]> documents = Corpus.Tokenize(Corpus.Read(path), ByteTokenizer.Instance);
-        List<TrainingSequence> sequences = SequenceBuilder.Pack(documents, seqLen, ByteTokenizer.EndOfText);
+        List<int[]> documents = Corpus.Tokenize(Corpus.Read(path), tokenizer);
+        TrainingTokenizers.RequireIdsBelow(documents, vocabSize, configPath, path);
+        if (tokenizer.EndOfText >= vocabSize)
+            throw new CheckpointException(configPath, $"vocab_size is {vocabSize}, but the tokenizer's <|endoftext|> is id {tokenizer.EndOfText}");
+        List<TrainingSequence> sequences = SequenceBuilder.Pack(documents, seqLen, tokenizer.EndOfText);
         if (sequences.Count == 0) throw new CheckpointException(path, $"holds fewer than {seqLen + 1} tokens");
         return sequences;
     }
 
-    /// <summary>`arwkv eval`: perplexity of a checkpoint on a text, and with a teacher its mean KL and top-1 agreement.</summary>
+    /// <summary>Tokenizer files copied next to a student so that `arwkv generate` reads it like its teacher.</summary>
+    private static readonly string[] TokenizerFiles =
+        ["tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json", "generation_config.json"];
+
+    /// <summary>
+    /// Gives the student in <paramref name="outputDirectory"/> its teacher's tokenizer: the byte-level tokenizer.json
+    /// for byte-level models (also when the teacher predates saving one), otherwise a copy of each of the teacher's
+    /// tokenizer files that exists, each written atomically.
+    /// </summary>
+    private static void WriteTokenizer(string teacherDirectory, ITrainingTokenizer tokenizer, string outputDirectory)
+    {
+        if (tokenizer is ByteTokenizer)
+        {
+            ByteTokenizerJson.Write(outputDirectory);
+            return;
+        }
+        foreach (string name in TokenizerFiles)
+        {
+            string source = Path.Combine(teacherDirectory, name);
+            if (!File.Exists(source)) continue;
+            AtomicFile.Write(Path.Combine(outputDirectory, name), stream =>
+            {
+                using FileStream input = File.OpenRead(source);
+                input.CopyTo(stream);
+            });
+        }
+    }
+
+    /// <summary>
+    /// `arwkv eval`: perplexity of a checkpoint on a text, and with a teacher its mean KL and top-1 agreement. The text is
+    /// tokenized with the model directory's tokenizer (chosen as for distill); a teacher must have the same tokenizer.
+    /// </summary>
     public static EvaluationResult Evaluate(string modelDirectory, string dataPath, string? teacherDirectory, int seqLen, int maxSequences, TextWriter output)
     {
-        List<TrainingSequence> sequences = LoadSequences(dataPath, seqLen);
-        if (maxSequences > 0 && sequences.Count > maxSequences) sequences = sequences.Take(maxSequences).ToList();
         using LanguageModel model = LanguageModel.Load(modelDirectory);
         using LanguageModel? teacher = teacherDirectory is null ? null : LanguageModel.Load(teacherDirectory);
+        ITrainingTokenizer tokenizer = TrainingTokenizers.FromDirectory(modelDirectory, model.VocabSize);
+        if (teacher is not null)
+        {
+            ITrainingTokenizer teacherTokenizer = TrainingTokenizers.FromDirectory(teacherDirectory!, teacher.VocabSize);
+            TrainingTokenizers.RequireSame(modelDirectory, tokenizer, teacherDirectory!, teacherTokenizer);
+            if (teacher.VocabSize != model.VocabSize)
+                throw new CheckpointException(Path.Combine(teacherDirectory!, "config.json"),
+                    $"vocab_size is {teacher.VocabSize}, the model's is {model.VocabSize}; KL needs the same vocabulary");
+        }
+        List<TrainingSequence> sequences = LoadSequences(dataPath, seqLen, tokenizer, model.VocabSize, Path.Combine(modelDirectory, "config.json"));
+        if (maxSequences > 0 && sequences.Count > maxSequences) sequences = sequences.Take(maxSequences).ToList();
         EvaluationResult r = Evaluation.Evaluate(model, teacher, sequences);
         output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"tokens {r.Tokens}  cross-entropy {r.CrossEntropy:F4}  perplexity {r.Perplexity:F3}"));
         if (teacher is not null)

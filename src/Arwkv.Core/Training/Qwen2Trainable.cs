@@ -133,25 +133,36 @@ internal sealed class Qwen2Trainable<TF> where TF : unmanaged, IBinaryFloatingPo
     /// <summary>Writes config.json and model.safetensors in the Hugging Face Qwen2 layout.</summary>
     public void Save(string directory, DType type = DType.F32) => Qwen2Checkpoint.Write(directory, Config, ToFloat32(), type);
 
-    /// <summary>Reads a Qwen2 checkpoint directory written by <see cref="Save"/> (or any untied single-file Qwen2 checkpoint).</summary>
-    /// <exception cref="CheckpointException">The configuration or a tensor does not match.</exception>
+    /// <summary>
+    /// Reads a Qwen2 checkpoint directory: one model.safetensors or shards listed by model.safetensors.index.json, in
+    /// F32, F16 or BF16 (widened to <typeparamref name="TF"/>). A tied checkpoint (tie_word_embeddings, as Qwen2.5-0.5B)
+    /// loads untied: lm_head becomes a copy of the embedding and <see cref="Config"/> says untied. That is exact for
+    /// distillation, where the teacher is frozen (stages 1 and 2 only run its forward), so the two copies never drift
+    /// apart; training the teacher itself would untie them, and <see cref="Save"/> then writes both honestly.
+    /// </summary>
+    /// <exception cref="CheckpointException">The configuration, a shard or a tensor is missing or does not match.</exception>
     public static Qwen2Trainable<TF> Load(string directory, int maxBatch, int maxSeqLen)
     {
         Qwen2Config config = Qwen2Config.Load(directory);
-        if (config.TieWordEmbeddings) throw new CheckpointException(Path.Combine(directory, "config.json"), "the trainable teacher needs an untied lm_head");
-        var model = new Qwen2Trainable<TF>(config, maxBatch, maxSeqLen);
-        string path = Path.Combine(directory, "model.safetensors");
-        if (!File.Exists(path)) throw new CheckpointException(path, "model.safetensors not found");
-        using SafeTensorsFile file = SafeTensorsFile.Open(path);
+        bool tied = config.TieWordEmbeddings;
+        var model = new Qwen2Trainable<TF>(config with { TieWordEmbeddings = false }, maxBatch, maxSeqLen);
+        using SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(directory);
         foreach (var t in model.Parameters.Tensors)
         {
-            if (!file.Contains(t.Name)) throw new CheckpointException(path, $"tensor '{t.Name}' is missing");
-            TensorInfo info = file.GetInfo(t.Name);
+            // Like transformers, a tied model's output matrix is the embedding even when a stale lm_head.weight was saved.
+            string source = tied && t.Name == "lm_head.weight" ? "model.embed_tokens.weight" : t.Name;
+            TensorInfo info = checkpoint.GetInfo(source);
             if (!info.Shape.SequenceEqual(t.Shape))
-                throw new CheckpointException(path, $"tensor '{t.Name}' has shape {info.ShapeText}, expected [{string.Join(", ", t.Shape)}]");
-            float[] values = file.ReadFloat32(info);
+                throw new CheckpointException(checkpoint.FileOf(source).Path,
+                    $"tensor '{source}' has shape {info.ShapeText}, expected [{string.Join(", ", t.Shape)}] (from config.json)");
+            float[] values = checkpoint.ReadFloat32(source);
             Span<TF> dst = model.Parameters.Data.AsSpan(t.Offset, t.Length);
-            for (int i = 0; i < dst.Length; i++) dst[i] = TF.CreateTruncating(values[i]);
+            for (int i = 0; i < dst.Length; i++)
+            {
+                if (!float.IsFinite(values[i]))
+                    throw new CheckpointException(checkpoint.FileOf(source).Path, $"tensor '{source}' holds a non-finite value ({values[i]}) at element {i}");
+                dst[i] = TF.CreateTruncating(values[i]);
+            }
         }
         return model;
     }

@@ -11,7 +11,7 @@ internal enum TrainingStage
     Teacher = 0,
     /// <summary>Stage 1: per-layer attention alignment; only the time mixes train.</summary>
     Alignment = 1,
-    /// <summary>Stage 2: KL(teacher || student) over the full vocabulary; every parameter (MLP optionally frozen) trains.</summary>
+    /// <summary>Stage 2: KL(teacher || student) over the full vocabulary (or the teacher's top k); every parameter (MLP optionally frozen) trains.</summary>
     Distillation = 2,
     /// <summary>Stage 3: supervised fine-tuning (cross-entropy) of the student alone.</summary>
     Sft = 3,
@@ -30,6 +30,12 @@ internal sealed record TrainerOptions
     public bool FreezeMlp { get; init; }
     public double WeightDecay { get; init; } = 0.1;
     public double ClipNorm { get; init; } = 1.0;
+    /// <summary>
+    /// Stage 2 only: 0 (or at least the vocabulary size) for the KL against the teacher's full distribution; K > 0 for
+    /// the KL against the teacher renormalized over its K most likely tokens per position
+    /// (<see cref="Layers.Losses.TopKKlForward{TF}"/>), as when teacher logits are stored top-k.
+    /// </summary>
+    public int TeacherTopK { get; init; }
 }
 
 /// <summary>One progress report: the step just finished (1-based), its loss and the speed so far.</summary>
@@ -47,11 +53,15 @@ internal sealed class Trainer
     private readonly float[] vocabScratch;
     private byte[] mask = [];
     private readonly List<double> losses = [];
+    private int[] topIds = [];
+    private float[] topLogits = [];
 
     public Trainer(TrainingStage stage, Qwen2Trainable<float>? teacher, ArwkvStudent<float>? student,
         IReadOnlyList<TrainingSequence> train, TrainerOptions options)
     {
         if (options.Steps <= 0) throw new ArgumentOutOfRangeException(nameof(options), "steps must be positive");
+        if (options.TeacherTopK < 0) throw new ArgumentOutOfRangeException(nameof(options), $"teacher top-k must be >= 0, got {options.TeacherTopK}");
+        if (options.TeacherTopK > 0 && stage != TrainingStage.Distillation) throw new ArgumentException($"teacher top-k is a stage 2 (distillation) setting, not {stage}");
         if (stage != TrainingStage.Sft && teacher is null) throw new ArgumentException($"stage {stage} needs a teacher");
         if (stage != TrainingStage.Teacher && student is null) throw new ArgumentException($"stage {stage} needs a student");
         if (teacher is not null && student is not null && teacher.Config.VocabSize != student.Config.VocabSize)
@@ -130,9 +140,20 @@ internal sealed class Trainer
             {
                 Span<float> teacherLogits = Teacher!.Forward(batch.Inputs, b, t);
                 Span<float> studentLogits = Student!.Forward(batch.Inputs, m, b, t);
-                int v = Student.Config.VocabSize;
-                loss = Layers.Losses.KlForward<float>(studentLogits, teacherLogits, m, vocabScratch, n, v);
-                Layers.Losses.KlBackward<float>(Student.DLogits, studentLogits, teacherLogits, m, 1.0, vocabScratch, n, v);
+                int v = Student.Config.VocabSize, k = Options.TeacherTopK;
+                if (k > 0 && k < v)
+                {
+                    SelectTopK(teacherLogits, n, v, k);
+                    ReadOnlySpan<int> ids = topIds.AsSpan(0, n * k);
+                    ReadOnlySpan<float> top = topLogits.AsSpan(0, n * k);
+                    loss = Layers.Losses.TopKKlForward<float>(studentLogits, ids, top, m, vocabScratch, n, v, k);
+                    Layers.Losses.TopKKlBackward<float>(Student.DLogits, studentLogits, ids, top, m, 1.0, vocabScratch, n, v, k);
+                }
+                else
+                {
+                    loss = Layers.Losses.KlForward<float>(studentLogits, teacherLogits, m, vocabScratch, n, v);
+                    Layers.Losses.KlBackward<float>(Student.DLogits, studentLogits, teacherLogits, m, 1.0, vocabScratch, n, v);
+                }
                 Student.Backward();
                 break;
             }
@@ -179,6 +200,66 @@ internal sealed class Trainer
                 double perStep = seconds / (Step - startStep);
                 progress(new StepProgress(Stage, Step, Options.Steps, loss, lr, tokens / Math.Max(seconds, 1e-9),
                     TimeSpan.FromSeconds(perStep * (untilStep - Step))));
+            }
+        }
+    }
+
+    /// <summary>
+    /// The <paramref name="k"/> largest logits of every row of <paramref name="logits"/> [N, V] and their ids, into
+    /// <see cref="topIds"/> / <see cref="topLogits"/> [N, K] (unordered within a row): a min-heap of the best K seen,
+    /// O(V log K) per row and no allocation once the buffers have grown.
+    /// </summary>
+    private void SelectTopK(ReadOnlySpan<float> logits, int n, int v, int k)
+    {
+        if (topIds.Length < n * k)
+        {
+            topIds = new int[n * k];
+            topLogits = new float[n * k];
+        }
+        for (int row = 0; row < n; row++)
+        {
+            ReadOnlySpan<float> x = logits.Slice(row * v, v);
+            Span<int> ids = topIds.AsSpan(row * k, k);
+            Span<float> vals = topLogits.AsSpan(row * k, k);
+            for (int i = 0; i < k; i++)
+            {
+                ids[i] = i;
+                vals[i] = x[i];
+                SiftUp(ids, vals, i);
+            }
+            for (int i = k; i < v; i++)
+            {
+                if (!(x[i] > vals[0])) continue;
+                ids[0] = i;
+                vals[0] = x[i];
+                SiftDown(ids, vals, k);
+            }
+        }
+
+        static void SiftUp(Span<int> ids, Span<float> vals, int i)
+        {
+            while (i > 0)
+            {
+                int parent = (i - 1) / 2;
+                if (!(vals[i] < vals[parent])) break;
+                (vals[i], vals[parent]) = (vals[parent], vals[i]);
+                (ids[i], ids[parent]) = (ids[parent], ids[i]);
+                i = parent;
+            }
+        }
+
+        static void SiftDown(Span<int> ids, Span<float> vals, int k)
+        {
+            int i = 0;
+            while (true)
+            {
+                int left = 2 * i + 1, right = left + 1, smallest = i;
+                if (left < k && vals[left] < vals[smallest]) smallest = left;
+                if (right < k && vals[right] < vals[smallest]) smallest = right;
+                if (smallest == i) return;
+                (vals[i], vals[smallest]) = (vals[smallest], vals[i]);
+                (ids[i], ids[smallest]) = (ids[smallest], ids[i]);
+                i = smallest;
             }
         }
     }

@@ -53,7 +53,11 @@ internal static class ModelFiles
         }
     }
 
-    /// <summary>A fresh student shaped after the teacher: RWKV-7 default time mixes, everything else copied from the teacher.</summary>
+    /// <summary>
+    /// A fresh student shaped after the teacher: RWKV-7 default time mixes, everything else copied from the teacher. The
+    /// student is always untied (ARWKV.md section 5): its lm_head starts as the teacher's output matrix, which for a
+    /// tied teacher (Qwen2.5-0.5B) is a copy of the embedding, and the two then train apart in stage 2.
+    /// </summary>
     public static ArwkvStudent<float> StudentFromTeacher(Qwen2Trainable<float> teacher, LoraRanks ranks, int headSize, int seed, int maxBatch, int maxSeqLen)
     {
         Qwen2Config t = teacher.Config;
@@ -98,7 +102,7 @@ internal static class TrainingCheckpoint
     {
         BatchPosition position = trainer.Batches.Position;
         var state = new CheckpointState((int)trainer.Stage, trainer.Step, position.Epoch, position.Batch, trainer.Options.Seed,
-            trainer.Options.Steps, trainer.Losses.ToArray());
+            trainer.Options.Steps, trainer.Losses.ToArray()) { TeacherTopK = trainer.Options.TeacherTopK };
         Commit(directory, state, trainer.Optimizer, model =>
         {
             if (trainer.Stage == TrainingStage.Teacher) trainer.Teacher!.Save(model);
@@ -128,6 +132,8 @@ internal static class TrainingCheckpoint
         if (state.Stage != (int)trainer.Stage)
             throw new CheckpointException(statePath, $"checkpoint is of stage {(TrainingStage)state.Stage}, this run is {trainer.Stage}");
         CheckSeed(statePath, state, trainer.Options.Seed);
+        if (state.TeacherTopK != trainer.Options.TeacherTopK)
+            throw new CheckpointException(statePath, $"checkpoint was made with --teacher-top-k {state.TeacherTopK}, this run uses {trainer.Options.TeacherTopK}");
         RestoreWeights(stateDir, state, trainer.Parameters, trainer.Optimizer);
         trainer.Batches.Seek(new BatchPosition(state.Epoch, state.Batch));
         trainer.RestoreProgress(state.Step, state.Losses);
@@ -265,6 +271,7 @@ internal static class TrainingCheckpoint
         json.WriteNumber("batch", state.Batch);
         json.WriteNumber("seed", state.Seed);
         json.WriteNumber("total_steps", state.TotalSteps);
+        if (state.TeacherTopK != 0) json.WriteNumber("teacher_top_k", state.TeacherTopK);
         if (state.Method == DpoMethod)
         {
             json.WriteNumber("beta", state.Beta);
@@ -287,7 +294,7 @@ internal static class TrainingCheckpoint
             var state = new CheckpointState(root.GetProperty("stage").GetInt32(), root.GetProperty("step").GetInt32(),
                 root.GetProperty("epoch").GetInt32(), root.GetProperty("batch").GetInt32(), root.GetProperty("seed").GetUInt64(),
                 root.GetProperty("total_steps").GetInt32(), root.GetProperty("losses").EnumerateArray().Select(e => e.GetDouble()).ToArray())
-            { Method = method };
+            { Method = method, TeacherTopK = root.TryGetProperty("teacher_top_k", out JsonElement k) ? k.GetInt32() : 0 };
             if (method == DpoMethod) state = state with { Beta = root.GetProperty("beta").GetDouble(), Examples = root.GetProperty("pairs").GetInt32() };
             else if (method != TrainerMethod) throw new CheckpointException(statePath, $"unknown training method '{method}'");
             if (state.Step < 0 || state.Losses.Length != state.Step)
@@ -330,6 +337,8 @@ internal static class TrainingCheckpoint
     {
         public string Method { get; init; } = TrainerMethod;
         public double Beta { get; init; }
+        /// <summary>Stage 2's <see cref="TrainerOptions.TeacherTopK"/> (0: full-vocabulary KL).</summary>
+        public int TeacherTopK { get; init; }
         /// <summary>DPO: the number of preference pairs (the pair order depends on it).</summary>
         public int Examples { get; init; }
     }

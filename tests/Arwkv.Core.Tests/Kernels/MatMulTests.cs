@@ -196,6 +196,43 @@ public class MatMulTests
         }
     }
 
+    /// <summary>
+    /// BF16 rows that split into whole 32-column steps are read in place by the AVX-512 Gemm (no packing pass); the
+    /// same shapes through the widening path must agree with float64 too. 67 and 130 rows cross the 64-row work
+    /// items and end in a partial 4-row block; 64 tokens x 2112 columns makes two column passes.
+    /// </summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void Bf16GemmOnWhole32ColumnSteps(bool forcePacked)
+    {
+        UsePath(KernelIsa.Vector512);
+        MatMul.ForcePackedBf16 = forcePacked;
+        try
+        {
+            var random = new Random(forcePacked ? 11 : 12);
+            using var pool = new KernelThreadPool(2);
+            foreach (var (rows, cols, tokens) in new[] { (1, 32, 2), (5, 64, 7), (67, 96, 13), (130, 32, 6), (9, 2112, 64) })
+            {
+                using var m = new TestMatrix(DType.BF16, rows, cols, random);
+                var x = RandomVector(random, tokens * cols);
+                foreach (var p in new[] { null, pool })
+                {
+                    var y = new float[tokens * rows];
+                    MatMul.Gemm(m.Matrix, x, y, tokens, p);
+                    m.AssertProduct(x, y, tokens, $"Gemm BF16 {rows}x{cols} tokens {tokens} threads {p?.ThreadCount ?? 1}");
+                    var before = RandomVector(random, tokens * rows);
+                    before.CopyTo(y, 0);
+                    MatMul.GemmAdd(m.Matrix, x, y, tokens, p);
+                    m.AssertProduct(x, y, tokens, $"GemmAdd BF16 {rows}x{cols} tokens {tokens}", before);
+                }
+            }
+        }
+        finally
+        {
+            MatMul.ForcePackedBf16 = false;
+        }
+    }
+
     [Test]
     public void NaiveReferenceMatchesFloat64()
     {

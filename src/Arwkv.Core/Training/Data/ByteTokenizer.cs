@@ -6,7 +6,7 @@ namespace Arwkv.Training.Data;
 /// The demo's tokenizer: one id per UTF-8 byte (0..255) plus ChatML's special tokens. Small enough that a
 /// teacher trained on a few hundred kilobytes of text learns something, and trivially invertible.
 /// </summary>
-internal sealed class ByteTokenizer
+internal sealed class ByteTokenizer : ITrainingTokenizer
 {
     public const int EndOfText = 256;
     public const int ImStart = 257;
@@ -17,6 +17,13 @@ internal sealed class ByteTokenizer
         [("<|endoftext|>", EndOfText), ("<|im_start|>", ImStart), ("<|im_end|>", ImEnd)];
 
     public static ByteTokenizer Instance { get; } = new();
+
+    string ITrainingTokenizer.Kind => "byte-level";
+    int ITrainingTokenizer.IdCount => VocabSize;
+    int ITrainingTokenizer.EndOfText => EndOfText;
+    int ITrainingTokenizer.ImStart => ImStart;
+    int ITrainingTokenizer.ImEnd => ImEnd;
+    int[] ITrainingTokenizer.EncodeText(string text) => Encode(text);
 
     /// <summary>
     /// UTF-8 bytes of <paramref name="text"/>. With <paramref name="allowSpecial"/>, the literal strings

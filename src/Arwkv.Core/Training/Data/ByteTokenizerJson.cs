@@ -76,6 +76,21 @@ internal static class ByteTokenizerJson
         });
     }
 
+    /// <summary>
+    /// Whether <paramref name="json"/> is the tokenizer <see cref="Write"/> writes: exactly the 256 byte tokens at their
+    /// byte values, no merges, and the three ChatML specials at 256..258 as their only added tokens. Such a file gives
+    /// the ids of <see cref="ByteTokenizer"/>.
+    /// </summary>
+    public static bool IsByteTokenizer(TokenizerJson json)
+    {
+        if (json.Vocab.Count != 256 || json.Merges.Count != 0 || json.AddedTokens.Count != 3) return false;
+        foreach (var (token, id) in json.Vocab)
+            if (token.Length != 1 || id is < 0 or > 255 || ByteLevelAlphabet.ToChar((byte)id) != token[0]) return false;
+        return json.AddedTokens.TryGetValue("<|endoftext|>", out int eot) && eot == ByteTokenizer.EndOfText
+            && json.AddedTokens.TryGetValue("<|im_start|>", out int start) && start == ByteTokenizer.ImStart
+            && json.AddedTokens.TryGetValue("<|im_end|>", out int end) && end == ByteTokenizer.ImEnd;
+    }
+
     private static void WriteByteLevel(Utf8JsonWriter json, string? name)
     {
         if (name is null) json.WriteStartObject(); else json.WriteStartObject(name);

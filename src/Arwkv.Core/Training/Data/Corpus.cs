@@ -138,24 +138,28 @@ internal static class Corpus
         }
     }
 
-    /// <summary>Tokenizes documents with the byte tokenizer; chats become &lt;|im_start|&gt;role\ncontent&lt;|im_end|&gt;\n per turn.</summary>
-    public static List<int[]> Tokenize(IEnumerable<TextDocument> documents, ByteTokenizer tokenizer)
+    /// <summary>
+    /// Tokenizes documents: plain text as ordinary text, chats as &lt;|im_start|&gt;role\ncontent&lt;|im_end|&gt;\n per
+    /// turn, where only the two markers are control ids (a marker written inside a turn stays text).
+    /// </summary>
+    public static List<int[]> Tokenize(IEnumerable<TextDocument> documents, ITrainingTokenizer tokenizer)
     {
         var result = new List<int[]>();
+        int[] newline = tokenizer.EncodeText("\n");
         foreach (TextDocument d in documents)
         {
             if (d.Messages is null)
             {
-                result.Add(tokenizer.Encode(d.Text));
+                result.Add(tokenizer.EncodeText(d.Text));
                 continue;
             }
             var ids = new List<int>();
             foreach (var (role, content) in d.Messages)
             {
-                ids.Add(ByteTokenizer.ImStart);
-                ids.AddRange(tokenizer.Encode(role + "\n" + content));
-                ids.Add(ByteTokenizer.ImEnd);
-                ids.AddRange(tokenizer.Encode("\n"));
+                ids.Add(tokenizer.ImStart);
+                ids.AddRange(tokenizer.EncodeText(role + "\n" + content));
+                ids.Add(tokenizer.ImEnd);
+                ids.AddRange(newline);
             }
             result.Add(ids.ToArray());
         }
