@@ -46,6 +46,7 @@ public sealed unsafe class KernelThreadPool : IDisposable
     int _done;          // items of the current job finished (or abandoned after an exception)
     int _sleepers;      // workers blocked (or about to block) on _gate
     int _busy;          // 1 while a job runs; a call that finds it set runs inline
+    int _holds;         // > 0 while a caller has said more jobs follow at once (see Hold): workers then never block
     volatile bool _disposed;
     Exception? _failure;
 
@@ -66,6 +67,9 @@ public sealed unsafe class KernelThreadPool : IDisposable
 
     /// <summary>Number of threads that share each kernel's work.</summary>
     public int ThreadCount { get; }
+
+    /// <summary>Workers blocked on the gate (tests check that a <see cref="Hold"/> keeps them spinning).</summary>
+    internal int BlockedWorkers => Volatile.Read(ref _sleepers);
 
     /// <summary>Whether any worker thread is still running (tests check that Dispose stops them).</summary>
     internal bool AnyWorkerAlive => Array.Exists(_workers, t => t.IsAlive);
@@ -191,7 +195,7 @@ public sealed unsafe class KernelThreadPool : IDisposable
         while ((job = NewJobOpen(seenJob)) < 0)
         {
             if (_disposed) return -1;
-            if (++spins < 64 || Stopwatch.GetTimestamp() - start < SpinTicks)
+            if (++spins < 64 || Volatile.Read(ref _holds) > 0 || Stopwatch.GetTimestamp() - start < SpinTicks)
             {
                 if ((spins & 63) == 0) Thread.Yield(); else Thread.SpinWait(8);
                 continue;
@@ -206,6 +210,23 @@ public sealed unsafe class KernelThreadPool : IDisposable
             }
         }
         return _disposed ? -1 : job;
+    }
+
+    /// <summary>
+    /// Keeps idle workers spinning, never blocking, until the returned scope is disposed: for a run of kernels with
+    /// serial work between them (a whole forward pass), where waking a blocked worker costs tens of microseconds
+    /// every time a gap outlasts the normal spin.
+    /// </summary>
+    internal HoldScope Hold()
+    {
+        Interlocked.Increment(ref _holds);
+        return new HoldScope(this);
+    }
+
+    /// <summary>Ends a <see cref="Hold"/>.</summary>
+    internal readonly struct HoldScope(KernelThreadPool pool) : IDisposable
+    {
+        public void Dispose() => Interlocked.Decrement(ref pool._holds);
     }
 
     /// <summary>Stops the worker threads and waits for them to exit.</summary>

@@ -41,11 +41,16 @@ public static unsafe partial class MatMul
                 bool direct = w.Type == DType.BF16 && cols % 32 == 0 && !ForcePackedBf16;
                 if (direct) PackTokenBlocksEvenOdd(x, tokens, cols, packed);
                 else PackTokenBlocks(x, tokens, cols, paddedCols, packed);
+                int rowsPerItem = PackedRowsPerItem;
+                int threads = pool?.ThreadCount ?? 1;
+                // At least 16 items per thread where rows allow: the pool hands items out dynamically, and a thread that
+                // starts late or is preempted should not leave the others idle behind one large last item.
+                while (rowsPerItem > 16 && w.Rows < rowsPerItem * 16L * threads) rowsPerItem /= 2;
                 var work = new PackedGemmWork
                 {
-                    W = w, XPacked = packed, Y = y, Tokens = tokens, Blocks = blocks, PaddedCols = paddedCols, DirectBf16 = direct,
+                    W = w, XPacked = packed, Y = y, Tokens = tokens, Blocks = blocks, PaddedCols = paddedCols, DirectBf16 = direct, RowsPerItem = rowsPerItem,
                 };
-                int items = (w.Rows + PackedRowsPerItem - 1) / PackedRowsPerItem;
+                int items = (w.Rows + rowsPerItem - 1) / rowsPerItem;
                 for (int c0 = 0; c0 < cols; c0 += chunk)
                 {
                     work.C0 = c0;
@@ -141,10 +146,11 @@ public static unsafe partial class MatMul
         public int C0, C1;
         public bool Accumulate;
         public bool DirectBf16;
+        public int RowsPerItem;
 
         public readonly void Execute(int index)
         {
-            int r0 = index * PackedRowsPerItem, r1 = Math.Min(W.Rows, (index + 1) * PackedRowsPerItem);
+            int r0 = index * RowsPerItem, r1 = Math.Min(W.Rows, (index + 1) * RowsPerItem);
             if (DirectBf16) Bf16RowPanel(this, r0, r1);
             else PackedRowPanel(this, r0, r1);
         }

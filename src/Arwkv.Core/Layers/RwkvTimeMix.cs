@@ -109,10 +109,11 @@ internal sealed class RwkvTimeMix
     public void Forward(int rows, ArwkvScratch s, float[] shift, float[] wkv, bool firstLayer, KernelThreadPool pool)
     {
         int C = Hidden, n = rows * C;
-        // Token-wise work (shift mixes, the LoRAs and the elementwise math around them) is split into token ranges, one
-        // per thread: a LoRA's down projection has only rank rows, too few for MatMul's row split to use two threads,
-        // and single-threaded these phases took an eighth of a 0.5B prefill.
-        int slices = rows > 1 ? Math.Min(rows, pool.ThreadCount) : 1;
+        // Token-wise work (shift mixes, the LoRAs and the elementwise math around them) is split into token ranges (at
+        // least 8 tokens, up to 4 per thread so a late thread still gets a share): a LoRA's down projection has only
+        // rank rows, too few for MatMul's row split to use two threads, and single-threaded these phases took an eighth
+        // of a 0.5B prefill.
+        int slices = rows > 1 && pool.ThreadCount > 1 ? Math.Min((rows + 7) / 8, 4 * pool.ThreadCount) : 1;
         var work = new TokenSliceWork { Mix = this, Scratch = s, Shift = shift, Rows = rows, Slices = slices, FirstLayer = firstLayer };
         if (slices == 1) work.Execute(0);
         else pool.Run(ref work, slices);

@@ -128,6 +128,7 @@ public sealed class ArwkvModel : LanguageModel
             throw new InvalidOperationException("ArwkvModel runs one Forward at a time: its activation buffers are shared");
         try
         {
+            using var hold = _pool.Hold();
             int chunk = _scratch.MaxRows;
             for (int start = 0; start < tokens.Length; start += chunk)
             {

@@ -135,13 +135,33 @@ public class CliTests
         Assert.That(json.RootElement.EnumerateObject().Select(p => p.Name), Is.EqualTo(new[] { "prefill_tokens_per_s", "decode_tokens_per_s" }));
         Assert.That(json.RootElement.GetProperty("prefill_tokens_per_s").GetDouble(), Is.GreaterThan(0));
         Assert.That(json.RootElement.GetProperty("decode_tokens_per_s").GetDouble(), Is.GreaterThan(0));
-        // Warm-up (16 prompt tokens, 2 decode steps), then the measured run; decode is one token at a time with Last.
-        var expected = new List<(int, LogitsScope)> { (16, LogitsScope.Last), (1, LogitsScope.Last), (1, LogitsScope.Last), (20, LogitsScope.Last) };
-        expected.AddRange(Enumerable.Repeat((1, LogitsScope.Last), 5));
+        // The same work untimed (warm-up), then the measured run; decode is one token at a time with Last.
+        var expected = new List<(int, LogitsScope)>();
+        for (int run = 0; run < 2; run++)
+        {
+            expected.Add((20, LogitsScope.Last));
+            expected.AddRange(Enumerable.Repeat((1, LogitsScope.Last), 5));
+        }
         Assert.That(model.Calls, Is.EqualTo(expected));
         Assert.That(model.LoadedWith[0].Threads, Is.EqualTo(2));
         // Greedy decode feeds the argmax: the position model's argmax is always the last id.
-        Assert.That(model.Fed.Skip(5).Select(f => f[0]), Is.EqualTo(Enumerable.Repeat(49, 4)));
+        Assert.That(model.Fed.Skip(8).Select(f => f[0]), Is.EqualTo(Enumerable.Repeat(49, 4)));
+    }
+
+    [Test]
+    public async Task BenchRepeatRunsTheWorkAgainAndReportsTheMedian()
+    {
+        var model = PositionModel(50);
+        var (code, stdout, err) = await Run(Host(model), "bench", "--model", _dir, "--prompt-tokens", "8", "--new-tokens", "2", "--threads", "1", "--repeat", "3");
+        Assert.That(code, Is.Zero, err);
+        // One warm-up and three timed runs, each a prompt and two decode steps.
+        Assert.That(model.Calls.Count(c => c.Item1 == 8), Is.EqualTo(4));
+        Assert.That(model.Calls, Has.Count.EqualTo(4 * 3));
+        Assert.That(err, Does.Contain("3 runs; prefill median"));
+        Assert.That(stdout.TrimEnd().Split('\n')[^1], Does.StartWith("{\"prefill_tokens_per_s\""));
+        var (badCode, _, badErr) = await Run(Host(PositionModel(50)), "bench", "--model", _dir, "--repeat", "0");
+        Assert.That(badCode, Is.Not.Zero);
+        Assert.That(badErr, Does.Contain("--repeat"));
     }
 
     [Test]

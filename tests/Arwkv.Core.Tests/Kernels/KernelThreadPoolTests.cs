@@ -113,4 +113,35 @@ public class KernelThreadPoolTests
         Assert.Throws<ArgumentNullException>(() => pool.For(1, null!));
         Assert.That(pool.ThreadCount, Is.EqualTo(2));
     }
+
+    [Test]
+    public void HoldKeepsIdleWorkersSpinningUntilReleased()
+    {
+        using var pool = new KernelThreadPool(2);
+        var counts = new int[4];
+        pool.For(4, i => Interlocked.Increment(ref counts[i]));
+        Assert.That(WaitUntil(() => pool.BlockedWorkers == 1), "an idle worker blocks after its short spin");
+
+        using (pool.Hold())
+        {
+            pool.For(4, i => Interlocked.Increment(ref counts[i]));
+            Thread.Sleep(50);
+            Assert.That(pool.BlockedWorkers, Is.Zero, "a held pool's idle worker keeps spinning");
+            pool.For(4, i => Interlocked.Increment(ref counts[i]));
+        }
+        Assert.That(WaitUntil(() => pool.BlockedWorkers == 1), "released, the worker blocks again");
+        pool.For(4, i => Interlocked.Increment(ref counts[i]));
+        Assert.That(counts, Is.All.EqualTo(4));
+    }
+
+    static bool WaitUntil(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(5);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) return false;
+            Thread.Sleep(5);
+        }
+        return true;
+    }
 }
