@@ -64,7 +64,7 @@ internal static class Distiller
             Path.Combine(options.TeacherDirectory, "config.json"));
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"teacher: {teacherConfig.NumLayers} layers, hidden {teacherConfig.HiddenSize}, vocab_size {teacherConfig.VocabSize}{(teacherConfig.TieWordEmbeddings ? ", tied embeddings (the student gets its own lm_head)" : "")}; {tokenizer.Kind} tokenizer with {tokenizer.IdCount} ids"));
-        Qwen2Trainable<float> teacher = Qwen2Trainable<float>.Load(options.TeacherDirectory, options.BatchSize, options.SeqLen);
+        Qwen2Trainable<float> teacher = Qwen2Trainable<float>.Load(options.TeacherDirectory, options.BatchSize, options.SeqLen, forwardOnly: true);
         ArwkvStudent<float> student = options.InitFrom is not null
             ? ModelFiles.LoadStudent(options.InitFrom, options.BatchSize, options.SeqLen)
             : ModelFiles.StudentFromTeacher(teacher, DefaultRanks(teacher.Config.HiddenSize), 64, options.Seed, options.BatchSize, options.SeqLen);

@@ -25,7 +25,10 @@ internal sealed class ParameterSet<TF> where TF : unmanaged, IBinaryFloatingPoin
 {
     private readonly Dictionary<string, ParameterTensor> byName = new(StringComparer.Ordinal);
 
-    public ParameterSet(IEnumerable<(string Name, long[] Shape)> layout)
+    /// <param name="layout">Names and shapes, in storage order.</param>
+    /// <param name="withGradients">False for a model that is only ever run forward (a frozen teacher): no gradient buffer,
+    /// which for a 0.5B teacher in float32 is 2 GB.</param>
+    public ParameterSet(IEnumerable<(string Name, long[] Shape)> layout, bool withGradients = true)
     {
         var tensors = new List<ParameterTensor>();
         long offset = 0;
@@ -41,7 +44,7 @@ internal sealed class ParameterSet<TF> where TF : unmanaged, IBinaryFloatingPoin
         }
         Tensors = tensors;
         Data = new TF[offset];
-        Grad = new TF[offset];
+        Grad = withGradients ? new TF[offset] : [];
     }
 
     public IReadOnlyList<ParameterTensor> Tensors { get; }
@@ -55,7 +58,8 @@ internal sealed class ParameterSet<TF> where TF : unmanaged, IBinaryFloatingPoin
     public bool Contains(string name) => byName.ContainsKey(name);
 
     public Memory<TF> Value(string name) { var t = this[name]; return Data.AsMemory(t.Offset, t.Length); }
-    public Memory<TF> Gradient(string name) { var t = this[name]; return Grad.AsMemory(t.Offset, t.Length); }
+    /// <summary>The tensor's gradient; empty when the set has no gradients.</summary>
+    public Memory<TF> Gradient(string name) { var t = this[name]; return Grad.Length == 0 ? Memory<TF>.Empty : Grad.AsMemory(t.Offset, t.Length); }
     public Memory<TF> ValueOrEmpty(string name) => Contains(name) ? Value(name) : Memory<TF>.Empty;
     public Memory<TF> GradientOrEmpty(string name) => Contains(name) ? Gradient(name) : Memory<TF>.Empty;
 

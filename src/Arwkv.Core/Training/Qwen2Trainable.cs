@@ -29,7 +29,14 @@ internal sealed class Qwen2Trainable<TF> where TF : unmanaged, IBinaryFloatingPo
     private int batch, seqLen;
     private readonly int[] tokens;
 
-    public Qwen2Trainable(Qwen2Config config, int maxBatch, int maxSeqLen)
+    /// <param name="config">The teacher's shape.</param>
+    /// <param name="maxBatch">Largest batch a forward pass will see.</param>
+    /// <param name="maxSeqLen">Largest sequence length.</param>
+    /// <param name="forwardOnly">
+    /// A frozen teacher (distillation stages 1-2): no parameter gradients and no backward buffers, which is most of the
+    /// memory beyond the weights; <see cref="Backward"/> and <see cref="DLogits"/> then throw.
+    /// </param>
+    public Qwen2Trainable(Qwen2Config config, int maxBatch, int maxSeqLen, bool forwardOnly = false)
     {
         config.Validate("teacher config");
         if (config.TieWordEmbeddings) throw new ArgumentException("the trainable teacher has an untied lm_head");
@@ -39,7 +46,8 @@ internal sealed class Qwen2Trainable<TF> where TF : unmanaged, IBinaryFloatingPo
         MaxSeqLen = maxSeqLen;
         int c = config.HiddenSize, kv = config.KeyValueSize, f = config.IntermediateSize, v = config.VocabSize, n = maxBatch * maxSeqLen;
         int heads = config.NumAttentionHeads;
-        Parameters = new ParameterSet<TF>(Qwen2Checkpoint.TensorShapes(config));
+        ForwardOnly = forwardOnly;
+        Parameters = new ParameterSet<TF>(Qwen2Checkpoint.TensorShapes(config), withGradients: !forwardOnly);
         embed = Parameters.Value("model.embed_tokens.weight"); dEmbed = Parameters.Gradient("model.embed_tokens.weight");
         finalNorm = Parameters.Value("model.norm.weight"); dFinalNorm = Parameters.Gradient("model.norm.weight");
         lmHead = Parameters.Value("lm_head.weight"); dLmHead = Parameters.Gradient("lm_head.weight");
@@ -68,12 +76,13 @@ internal sealed class Qwen2Trainable<TF> where TF : unmanaged, IBinaryFloatingPo
         }
         residual = new TF[layers.Length + 1][];
         for (int l = 0; l <= layers.Length; l++) residual[l] = new TF[n * c];
-        finalLn = new TF[n * c]; finalRstd = new TF[n]; logits = new TF[n * v]; dLogits = new TF[n * v];
+        finalLn = new TF[n * c]; finalRstd = new TF[n]; logits = new TF[n * v]; dLogits = forwardOnly ? [] : new TF[n * v];
         int half = config.HeadDim / 2;
         cos = new TF[maxSeqLen * half]; sin = new TF[maxSeqLen * half];
         Attention.RotaryTables<TF>(cos, sin, maxSeqLen, config.HeadDim, config.RopeTheta);
-        dRes = new TF[n * c]; dLn = new TF[n * c]; dAtt = new TF[n * c]; dQ = new TF[n * c]; dK = new TF[n * kv]; dV = new TF[n * kv];
-        dHidden = new TF[n * f]; dGate = new TF[n * f]; dUp = new TF[n * f];
+        int b = forwardOnly ? 0 : 1;
+        dRes = new TF[b * n * c]; dLn = new TF[b * n * c]; dAtt = new TF[b * n * c]; dQ = new TF[b * n * c]; dK = new TF[b * n * kv]; dV = new TF[b * n * kv];
+        dHidden = new TF[b * n * f]; dGate = new TF[b * n * f]; dUp = new TF[b * n * f];
         rowScratch = new TF[Math.Max(c, f)];
         tokens = new int[n];
     }
@@ -87,7 +96,12 @@ internal sealed class Qwen2Trainable<TF> where TF : unmanaged, IBinaryFloatingPo
     public Span<TF> Logits => logits.AsSpan(0, batch * seqLen * Config.VocabSize);
 
     /// <summary>The loss gradient [B, T, V] that <see cref="Backward"/> reads; losses add into it, Forward clears it.</summary>
-    public Span<TF> DLogits => dLogits.AsSpan(0, batch * seqLen * Config.VocabSize);
+    /// <summary>Built without gradients (see the constructor).</summary>
+    public bool ForwardOnly { get; }
+
+    public Span<TF> DLogits => ForwardOnly
+        ? throw new InvalidOperationException("this teacher was built forward-only: it has no logit gradient")
+        : dLogits.AsSpan(0, batch * seqLen * Config.VocabSize);
 
     /// <summary>Layer <paramref name="layer"/>'s RMS-normed attention input [B, T, C] from the last forward.</summary>
     public ReadOnlyMemory<TF> AttentionInput(int layer) => layers[layer].Ln1.AsMemory(0, batch * seqLen * Config.HiddenSize);
@@ -141,11 +155,11 @@ internal sealed class Qwen2Trainable<TF> where TF : unmanaged, IBinaryFloatingPo
     /// apart; training the teacher itself would untie them, and <see cref="Save"/> then writes both honestly.
     /// </summary>
     /// <exception cref="CheckpointException">The configuration, a shard or a tensor is missing or does not match.</exception>
-    public static Qwen2Trainable<TF> Load(string directory, int maxBatch, int maxSeqLen)
+    public static Qwen2Trainable<TF> Load(string directory, int maxBatch, int maxSeqLen, bool forwardOnly = false)
     {
         Qwen2Config config = Qwen2Config.Load(directory);
         bool tied = config.TieWordEmbeddings;
-        var model = new Qwen2Trainable<TF>(config with { TieWordEmbeddings = false }, maxBatch, maxSeqLen);
+        var model = new Qwen2Trainable<TF>(config with { TieWordEmbeddings = false }, maxBatch, maxSeqLen, forwardOnly);
         using SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(directory);
         foreach (var t in model.Parameters.Tensors)
         {
@@ -202,13 +216,14 @@ internal sealed class Qwen2Trainable<TF> where TF : unmanaged, IBinaryFloatingPo
         if (!computeLogits) return Span<TF>.Empty;
         RmsNorm.Forward<TF>(finalLn, finalRstd, residual[layers.Length], finalNorm.Span, eps, n, c);
         Linear.Forward<TF>(logits, finalLn, lmHead.Span, n, c, v);
-        Array.Clear(dLogits, 0, n * v);
+        if (!ForwardOnly) Array.Clear(dLogits, 0, n * v);
         return Logits;
     }
 
     /// <summary>Adds the gradient of the loss whose logit gradient is in <see cref="DLogits"/> into <see cref="ParameterSet{TF}.Grad"/>.</summary>
     public void Backward()
     {
+        if (ForwardOnly) throw new InvalidOperationException("this teacher was built forward-only (frozen): it has no backward");
         Qwen2Config cfg = Config;
         int n = batch * seqLen, c = cfg.HiddenSize, kv = cfg.KeyValueSize, f = cfg.IntermediateSize, v = cfg.VocabSize;
         int nc = n * c, nf = n * f, nkv = n * kv;

@@ -127,4 +127,28 @@ public class Qwen2TrainableTests
         public int Length => length;
         public double this[int i] { get => data[offset + i]; set => data[offset + i] = value; }
     }
+
+    [Test]
+    public void ForwardOnlyTeacherGivesTheSameOutputsWithoutGradients()
+    {
+        const int b = 2, t = 6;
+        var config = TinyConfig();
+        var full = new Qwen2Trainable<float>(config, b, t);
+        var frozen = new Qwen2Trainable<float>(config, b, t, forwardOnly: true);
+        Randomize(full.Parameters, new Random(21));
+        full.Parameters.Data.CopyTo(frozen.Parameters.Data, 0);
+        var rng = new Random(4);
+        int[] tokens = Enumerable.Range(0, b * t).Select(_ => rng.Next(config.VocabSize)).ToArray();
+
+        Assert.That(frozen.Forward(tokens, b, t).ToArray(), Is.EqualTo(full.Forward(tokens, b, t).ToArray()));
+        for (int l = 0; l < config.NumLayers; l++)
+        {
+            Assert.That(frozen.AttentionInput(l).ToArray(), Is.EqualTo(full.AttentionInput(l).ToArray()));
+            Assert.That(frozen.AttentionOutput(l).ToArray(), Is.EqualTo(full.AttentionOutput(l).ToArray()));
+        }
+        Assert.That(frozen.Parameters.Grad, Is.Empty);
+        Assert.That(frozen.Parameters.Gradient("lm_head.weight").IsEmpty);
+        Assert.Throws<InvalidOperationException>(() => frozen.Backward());
+        Assert.Throws<InvalidOperationException>(() => _ = frozen.DLogits.Length);
+    }
 }
