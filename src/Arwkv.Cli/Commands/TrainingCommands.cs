@@ -67,6 +67,8 @@ internal static partial class CliApp
         var command = new Command("distill", "Distill a Qwen2/Qwen2.5 teacher into an ARWKV student (one stage); OUT gets the student and the teacher's tokenizer");
         foreach (Option o in new Option[] { teacher, data, stage, output, initFrom, steps, lr, batch, seqLen, seed, freezeMlp, resume, checkpointEvery, dpo, beta, teacherTopK })
             command.Options.Add(o);
+        var lossLog = new Option<string?>("--loss-log") { Description = "Write \"step loss\" lines (exact round-trip values) to this file; kept consistent across --resume" };
+        command.Options.Add(lossLog);
         SetBody(command, (result, stdout, stderr, cancellationToken) =>
         {
             Distiller.Run(new DistillOptions
@@ -77,6 +79,7 @@ internal static partial class CliApp
                 Seed = result.GetValue(seed), FreezeMlp = result.GetValue(freezeMlp), Resume = result.GetValue(resume),
                 CheckpointEvery = result.GetValue(checkpointEvery), PreferencePath = result.GetValue(dpo), Beta = result.GetValue(beta),
                 TeacherTopK = result.GetValue(teacherTopK),
+                LossLogPath = result.GetValue(lossLog),
             }, stdout, cancellationToken);
             return Task.FromResult(0);
         });

@@ -111,6 +111,7 @@ public static class AtomicFile
             using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
             {
                 write(stream);
+                if (TestFaults.KillNow()) TestFaults.KillMidWrite(stream);
                 stream.Flush(flushToDisk: true);
             }
             File.Move(temp, full, overwrite: true);
@@ -124,4 +125,29 @@ public static class AtomicFile
     /// <summary>Writes text atomically (UTF-8, no BOM).</summary>
     public static void WriteAllText(string path, string text) =>
         Write(path, s => s.Write(new UTF8Encoding(false).GetBytes(text)));
+}
+
+/// <summary>
+/// Test-only fault injection for the kill/resume tests: with the environment variable ARWKV_TEST_KILL_DURING_SAVE=N,
+/// the N-th <see cref="AtomicFile.Write"/> of the process (counted from 1) truncates its temporary file to half of
+/// what was written and kills the process (SIGKILL on Unix: no finally blocks, no cleanup), so a test can stop a run
+/// in the middle of a checkpoint write, before the rename. Unset (always, outside tests), it costs one static read.
+/// </summary>
+internal static class TestFaults
+{
+    private static readonly int KillAtWrite =
+        int.TryParse(Environment.GetEnvironmentVariable("ARWKV_TEST_KILL_DURING_SAVE"), out int n) && n > 0 ? n : 0;
+    private static int writes;
+
+    public static bool KillNow() => KillAtWrite > 0 && Interlocked.Increment(ref writes) == KillAtWrite;
+
+    public static void KillMidWrite(FileStream stream)
+    {
+        stream.Flush();
+        stream.SetLength(stream.Length / 2);
+        stream.Flush(flushToDisk: true);
+        using var self = System.Diagnostics.Process.GetCurrentProcess();
+        self.Kill();
+        Thread.Sleep(Timeout.Infinite);
+    }
 }

@@ -32,6 +32,8 @@ internal sealed record DistillOptions
     public int StopAfter { get; init; }
     /// <summary>Stage 2: KL against the teacher's K most likely tokens, renormalized (<see cref="TrainerOptions.TeacherTopK"/>); 0: full vocabulary.</summary>
     public int TeacherTopK { get; init; }
+    /// <summary>Write "step loss" lines here, one per step (see <see cref="LossLog"/>); null: no log.</summary>
+    public string? LossLogPath { get; init; }
 }
 
 /// <summary>
@@ -87,8 +89,10 @@ internal static class Distiller
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"stage {options.Stage} ({stage}): {train.Count} sequences of {options.SeqLen}, batch {options.BatchSize}, {student.Parameters.Count:N0} student parameters"));
         int until = options.StopAfter > 0 ? Math.Min(options.Steps, trainer.Step + options.StopAfter) : options.Steps;
+        using LossLog? lossLog = LossLog.Open(options.LossLogPath, trainer.Losses);
         trainer.Run(until, p => Demo.Report(output, $"stage {options.Stage}", p), Math.Max(1, options.Steps / 20), t =>
         {
+            lossLog?.Append(t.Step, t.Losses[^1]);
             if (options.CheckpointEvery > 0 && t.Step % options.CheckpointEvery == 0 && t.Step < until) TrainingCheckpoint.Save(checkpointDir, t);
         }, cancellationToken);
         TrainingCheckpoint.Save(checkpointDir, trainer);
@@ -103,7 +107,11 @@ internal static class Distiller
         return trainer;
     }
 
-    /// <summary>Stage 3 DPO against a frozen copy of the starting student; returns null (no <see cref="Trainer"/>), writes the student to OUT.</summary>
+    /// <summary>
+    /// Stage 3 DPO against a frozen copy of the starting student; returns null (no <see cref="Trainer"/>), writes the
+    /// student to OUT. Checkpoints and --resume work as for the other stages: OUT/checkpoint holds the policy, its
+    /// optimizer and the step (which fixes the pair order); the frozen reference is re-read from --init-from.
+    /// </summary>
     private static Trainer? RunDpo(DistillOptions options, TextWriter output, CancellationToken cancellationToken)
     {
         if (options.Stage != 3) throw new ArgumentException("--dpo is a stage 3 option");
@@ -116,13 +124,31 @@ internal static class Distiller
             Steps = options.Steps, LrMax = options.LearningRate, LrMin = options.LearningRate / 10, WarmupSteps = Math.Max(1, options.Steps / 10),
             BatchSize = 2, SeqLen = options.SeqLen, Seed = (ulong)options.Seed, FreezeMlp = options.FreezeMlp,
         }, options.Beta);
-        output.WriteLine($"stage 3 (DPO, beta {options.Beta.ToString(CultureInfo.InvariantCulture)}): {pairs.Count} preference pairs");
-        while (dpo.Step < options.Steps)
+        string checkpointDir = Path.Combine(options.OutputDirectory, "checkpoint");
+        if (options.Resume && TrainingCheckpoint.Exists(checkpointDir))
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            double loss = dpo.TrainStep();
-            if (dpo.Step % Math.Max(1, options.Steps / 20) == 0 || dpo.Step == options.Steps)
-                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[dpo] step {dpo.Step,5}/{options.Steps}  loss {loss,8:F4}"));
+            TrainingCheckpoint.Load(checkpointDir, dpo);
+            output.WriteLine($"resumed from {checkpointDir} at step {dpo.Step}");
+        }
+        output.WriteLine($"stage 3 (DPO, beta {options.Beta.ToString(CultureInfo.InvariantCulture)}): {pairs.Count} preference pairs");
+        int until = options.StopAfter > 0 ? Math.Min(options.Steps, dpo.Step + options.StopAfter) : options.Steps;
+        using (LossLog? lossLog = LossLog.Open(options.LossLogPath, dpo.Losses))
+        {
+            while (dpo.Step < until)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                double loss = dpo.TrainStep();
+                lossLog?.Append(dpo.Step, loss);
+                if (dpo.Step % Math.Max(1, options.Steps / 20) == 0 || dpo.Step == options.Steps)
+                    output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[dpo] step {dpo.Step,5}/{options.Steps}  loss {loss,8:F4}"));
+                if (options.CheckpointEvery > 0 && dpo.Step % options.CheckpointEvery == 0 && dpo.Step < until) TrainingCheckpoint.Save(checkpointDir, dpo);
+            }
+        }
+        TrainingCheckpoint.Save(checkpointDir, dpo);
+        if (dpo.Step < options.Steps)
+        {
+            output.WriteLine($"stopped at step {dpo.Step}/{options.Steps}; continue with --resume");
+            return null;
         }
         ModelFiles.SaveStudent(options.OutputDirectory, policy);
         ByteTokenizerJson.Write(options.OutputDirectory);

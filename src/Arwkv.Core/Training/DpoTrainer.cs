@@ -80,6 +80,22 @@ internal sealed class DpoTrainer
     public LearningRateSchedule Schedule { get; }
     public int Step { get; private set; }
     public IReadOnlyList<double> Losses => losses;
+    /// <summary>The model being trained (the reference stays frozen).</summary>
+    public ArwkvStudent<float> Policy => policy;
+    public int PairCount => pairs.Count;
+
+    /// <summary>
+    /// Restores the step counter and loss history; with the policy and optimizer restored by <see cref="TrainingCheckpoint"/>
+    /// that is the whole state, since the pair order is a function of step and seed.
+    /// </summary>
+    internal void RestoreProgress(int step, IEnumerable<double> history)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(step);
+        Step = step;
+        losses.Clear();
+        losses.AddRange(history);
+        orderEpoch = -1;
+    }
 
     /// <summary>The summed response log-probabilities (chosen, rejected) of <paramref name="model"/> on pair <paramref name="index"/>.</summary>
     public (double Chosen, double Rejected) LogProbs(ArwkvStudent<float> model, int index)

@@ -84,85 +84,262 @@ internal static class ModelFiles
 }
 
 /// <summary>
-/// A resumable training checkpoint in one directory: model/ (the trained model in its Hugging Face layout),
-/// optimizer.bin (AdamW's step count and float64 moments) and trainer.json (stage, step, batch position, seed and
-/// the loss history). Each file is written atomically (temp file, then rename), trainer.json last; because a run
-/// killed between files can leave a new model with an old trainer.json, <see cref="Load"/> checks the optimizer's
-/// step count against trainer.json and refuses a mismatched pair.
+/// A resumable training checkpoint in one directory, committed as a whole. Every save writes a fresh state
+/// directory, step-NNNNNN-XXXXXXXX/, holding model/ (the trained model in its Hugging Face layout), optimizer.bin
+/// (AdamW's step count and float64 moments) and trainer.json (stage, step, data position, seed and the loss
+/// history), and only then replaces checkpoint.json, the manifest naming that directory and its step, with one
+/// atomic rename. A run killed at any moment therefore leaves the previous manifest pointing at a complete state
+/// (or no manifest at all); the half-written directory of an interrupted save is never read and is deleted by the
+/// next save. Load also cross-checks the manifest's step against trainer.json and optimizer.bin.
+/// A directory of the older single-level layout (trainer.json next to model/) still loads.
 /// </summary>
 internal static class TrainingCheckpoint
 {
+    private const string ManifestName = "checkpoint.json";
+    private const string StatePrefix = "step-";
+
     public static void Save(string directory, Trainer trainer)
     {
-        Directory.CreateDirectory(directory);
-        string modelDir = Path.Combine(directory, "model");
-        if (trainer.Stage == TrainingStage.Teacher) trainer.Teacher!.Save(modelDir);
-        else ModelFiles.SaveStudent(modelDir, trainer.Student!);
-        AtomicFile.Write(Path.Combine(directory, "optimizer.bin"), stream =>
-        {
-            using var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
-            trainer.Optimizer.SaveState(writer);
-        });
         BatchPosition position = trainer.Batches.Position;
         var state = new CheckpointState((int)trainer.Stage, trainer.Step, position.Epoch, position.Batch, trainer.Options.Seed,
-            trainer.Options.Steps, trainer.Losses.ToArray());
-        AtomicFile.Write(Path.Combine(directory, "trainer.json"), stream =>
+            trainer.Options.Steps, trainer.Losses.ToArray()) { TeacherTopK = trainer.Options.TeacherTopK };
+        Commit(directory, state, trainer.Optimizer, model =>
         {
-            using var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
-            json.WriteStartObject();
-            json.WriteNumber("stage", state.Stage);
-            json.WriteNumber("step", state.Step);
-            json.WriteNumber("epoch", state.Epoch);
-            json.WriteNumber("batch", state.Batch);
-            json.WriteNumber("seed", state.Seed);
-            json.WriteNumber("total_steps", state.TotalSteps);
-            json.WriteStartArray("losses");
-            foreach (double loss in state.Losses) json.WriteNumberValue(loss);
-            json.WriteEndArray();
-            json.WriteEndObject();
+            if (trainer.Stage == TrainingStage.Teacher) trainer.Teacher!.Save(model);
+            else ModelFiles.SaveStudent(model, trainer.Student!);
         });
     }
 
-    public static bool Exists(string directory) => File.Exists(Path.Combine(directory, "trainer.json"));
+    /// <summary>Saves a DPO run: the policy, its optimizer and the step (the pair order follows from step and seed).</summary>
+    public static void Save(string directory, DpoTrainer dpo)
+    {
+        int pairs = dpo.PairCount;
+        var state = new CheckpointState((int)TrainingStage.Sft, dpo.Step, dpo.Step / pairs, dpo.Step % pairs, dpo.Options.Seed,
+            dpo.Options.Steps, dpo.Losses.ToArray()) { Method = DpoMethod, Beta = dpo.Beta, Examples = pairs };
+        Commit(directory, state, dpo.Optimizer, model => ModelFiles.SaveStudent(model, dpo.Policy));
+    }
+
+    public static bool Exists(string directory) =>
+        File.Exists(Path.Combine(directory, ManifestName)) || File.Exists(Path.Combine(directory, "trainer.json"));
 
     /// <summary>Restores parameters, optimizer state, step, loss history and batch position into a freshly built trainer.</summary>
     public static void Load(string directory, Trainer trainer)
     {
-        string statePath = Path.Combine(directory, "trainer.json");
+        (string stateDir, CheckpointState state) = Read(directory);
+        string statePath = Path.Combine(stateDir, "trainer.json");
+        if (state.Method != TrainerMethod)
+            throw new CheckpointException(statePath, $"checkpoint is of a {state.Method} run, this run is stage {(int)trainer.Stage}");
+        if (state.Stage != (int)trainer.Stage)
+            throw new CheckpointException(statePath, $"checkpoint is of stage {(TrainingStage)state.Stage}, this run is {trainer.Stage}");
+        CheckSeed(statePath, state, trainer.Options.Seed);
+        if (state.TeacherTopK != trainer.Options.TeacherTopK)
+            throw new CheckpointException(statePath, $"checkpoint was made with --teacher-top-k {state.TeacherTopK}, this run uses {trainer.Options.TeacherTopK}");
+        RestoreWeights(stateDir, state, trainer.Parameters, trainer.Optimizer);
+        trainer.Batches.Seek(new BatchPosition(state.Epoch, state.Batch));
+        trainer.RestoreProgress(state.Step, state.Losses);
+    }
+
+    /// <summary>Restores a DPO run's policy, optimizer, step and loss history (the frozen reference is not in the checkpoint).</summary>
+    public static void Load(string directory, DpoTrainer dpo)
+    {
+        (string stateDir, CheckpointState state) = Read(directory);
+        string statePath = Path.Combine(stateDir, "trainer.json");
+        if (state.Method != DpoMethod)
+            throw new CheckpointException(statePath, $"checkpoint is of a {state.Method} run (stage {state.Stage}), this run is DPO");
+        CheckSeed(statePath, state, dpo.Options.Seed);
+        if (state.Examples != dpo.PairCount)
+            throw new CheckpointException(statePath, $"checkpoint was made on {state.Examples} preference pairs, this run has {dpo.PairCount}");
+        if (state.Beta != dpo.Beta)
+            throw new CheckpointException(statePath, string.Create(CultureInfo.InvariantCulture, $"checkpoint was made with beta {state.Beta}, this run uses {dpo.Beta}"));
+        RestoreWeights(stateDir, state, dpo.Policy.Parameters, dpo.Optimizer);
+        dpo.RestoreProgress(state.Step, state.Losses);
+    }
+
+    /// <summary>
+    /// The committed state directory and its trainer state, after checking that the manifest, trainer.json and
+    /// optimizer.bin all name the same step (model weights are checked tensor by tensor when they are loaded).
+    /// </summary>
+    internal static (string StateDirectory, CheckpointState State) Read(string directory)
+    {
+        string manifestPath = Path.Combine(directory, ManifestName);
+        string stateDir;
+        int? manifestStep = null;
+        if (File.Exists(manifestPath))
+        {
+            (string name, int step) = ReadManifest(manifestPath);
+            stateDir = Path.Combine(directory, name);
+            manifestStep = step;
+            if (!Directory.Exists(stateDir)) throw new CheckpointException(manifestPath, $"names state directory '{name}', which does not exist");
+        }
+        else stateDir = directory; // the older single-level layout
+        string statePath = Path.Combine(stateDir, "trainer.json");
         if (!File.Exists(statePath)) throw new CheckpointException(statePath, "no training checkpoint here");
-        CheckpointState state;
+        CheckpointState state = ReadState(statePath);
+        if (manifestStep is int expected && state.Step != expected)
+            throw new CheckpointException(statePath, $"holds step {state.Step}, the manifest says {expected}");
+        string optimizerPath = Path.Combine(stateDir, "optimizer.bin");
+        int optimizerStep;
+        try
+        {
+            using var reader = new BinaryReader(File.OpenRead(optimizerPath));
+            optimizerStep = reader.ReadInt32();
+        }
+        catch (Exception e) when (e is EndOfStreamException or FileNotFoundException)
+        {
+            throw new CheckpointException(optimizerPath, e.Message);
+        }
+        if (optimizerStep != state.Step)
+            throw new CheckpointException(optimizerPath, $"optimizer is at step {optimizerStep}, trainer.json at {state.Step} (interrupted save)");
+        return (stateDir, state);
+    }
+
+    private static void Commit(string directory, CheckpointState state, AdamW<float> optimizer, Action<string> saveModel)
+    {
+        Directory.CreateDirectory(directory);
+        string name = string.Create(CultureInfo.InvariantCulture, $"{StatePrefix}{state.Step:D6}-{Guid.NewGuid().ToString("N")[..8]}");
+        string stateDir = Path.Combine(directory, name);
+        Directory.CreateDirectory(stateDir);
+        saveModel(Path.Combine(stateDir, "model"));
+        AtomicFile.Write(Path.Combine(stateDir, "optimizer.bin"), stream =>
+        {
+            using var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+            optimizer.SaveState(writer);
+        });
+        AtomicFile.Write(Path.Combine(stateDir, "trainer.json"), stream => WriteState(stream, state));
+        // The commit point: before this rename the old manifest (if any) is in force, after it the new one.
+        AtomicFile.Write(Path.Combine(directory, ManifestName), stream =>
+        {
+            using var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+            json.WriteStartObject();
+            json.WriteString("state", name);
+            json.WriteNumber("step", state.Step);
+            json.WriteEndObject();
+        });
+        RemoveStale(directory, name);
+    }
+
+    // Deletes what earlier saves left: older or interrupted state directories, temporary manifests, and the files of the
+    // single-level layout. Anything else in the directory is not ours and stays.
+    private static void RemoveStale(string directory, string current)
+    {
+        foreach (string dir in Directory.EnumerateDirectories(directory))
+        {
+            string name = Path.GetFileName(dir);
+            if ((name.StartsWith(StatePrefix, StringComparison.Ordinal) && name != current) || name == "model")
+                TryDelete(() => Directory.Delete(dir, recursive: true));
+        }
+        foreach (string file in Directory.EnumerateFiles(directory))
+        {
+            string name = Path.GetFileName(file);
+            if ((name.StartsWith('.') && name.EndsWith(".tmp", StringComparison.Ordinal)) || name is "trainer.json" or "optimizer.bin")
+                TryDelete(() => File.Delete(file));
+        }
+    }
+
+    // Cleaning up is best effort: a file another process still holds open must not fail the save that just committed.
+    private static void TryDelete(Action delete)
+    {
+        try { delete(); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+    }
+
+    private static (string Name, int Step) ReadManifest(string path)
+    {
+        try
+        {
+            using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            string name = doc.RootElement.GetProperty("state").GetString() ?? "";
+            int step = doc.RootElement.GetProperty("step").GetInt32();
+            if (!name.StartsWith(StatePrefix, StringComparison.Ordinal) || name.IndexOfAny(['/', '\\']) >= 0 || name.Contains("..", StringComparison.Ordinal))
+                throw new CheckpointException(path, $"state directory '{name}' is not a {StatePrefix}NNNNNN-XXXXXXXX name");
+            return (name, step);
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            throw new CheckpointException(path, $"not a checkpoint manifest: {e.Message}");
+        }
+    }
+
+    private static void WriteState(Stream stream, CheckpointState state)
+    {
+        using var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        json.WriteStartObject();
+        json.WriteString("method", state.Method);
+        json.WriteNumber("stage", state.Stage);
+        json.WriteNumber("step", state.Step);
+        json.WriteNumber("epoch", state.Epoch);
+        json.WriteNumber("batch", state.Batch);
+        json.WriteNumber("seed", state.Seed);
+        json.WriteNumber("total_steps", state.TotalSteps);
+        if (state.TeacherTopK != 0) json.WriteNumber("teacher_top_k", state.TeacherTopK);
+        if (state.Method == DpoMethod)
+        {
+            json.WriteNumber("beta", state.Beta);
+            json.WriteNumber("pairs", state.Examples);
+        }
+        // System.Text.Json writes doubles in their shortest round-trip form, so the history reloads bit for bit.
+        json.WriteStartArray("losses");
+        foreach (double loss in state.Losses) json.WriteNumberValue(loss);
+        json.WriteEndArray();
+        json.WriteEndObject();
+    }
+
+    private static CheckpointState ReadState(string statePath)
+    {
         try
         {
             using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(statePath));
             JsonElement root = doc.RootElement;
-            state = new CheckpointState(root.GetProperty("stage").GetInt32(), root.GetProperty("step").GetInt32(),
+            string method = root.TryGetProperty("method", out JsonElement m) ? m.GetString() ?? TrainerMethod : TrainerMethod;
+            var state = new CheckpointState(root.GetProperty("stage").GetInt32(), root.GetProperty("step").GetInt32(),
                 root.GetProperty("epoch").GetInt32(), root.GetProperty("batch").GetInt32(), root.GetProperty("seed").GetUInt64(),
-                root.GetProperty("total_steps").GetInt32(), root.GetProperty("losses").EnumerateArray().Select(e => e.GetDouble()).ToArray());
+                root.GetProperty("total_steps").GetInt32(), root.GetProperty("losses").EnumerateArray().Select(e => e.GetDouble()).ToArray())
+            { Method = method, TeacherTopK = root.TryGetProperty("teacher_top_k", out JsonElement k) ? k.GetInt32() : 0 };
+            if (method == DpoMethod) state = state with { Beta = root.GetProperty("beta").GetDouble(), Examples = root.GetProperty("pairs").GetInt32() };
+            else if (method != TrainerMethod) throw new CheckpointException(statePath, $"unknown training method '{method}'");
+            if (state.Step < 0 || state.Losses.Length != state.Step)
+                throw new CheckpointException(statePath, $"step {state.Step} with {state.Losses.Length} recorded losses");
+            return state;
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
         {
             throw new CheckpointException(statePath, $"not a trainer state: {e.Message}");
         }
-        if (state.Stage != (int)trainer.Stage)
-            throw new CheckpointException(statePath, $"checkpoint is of stage {(TrainingStage)state.Stage}, this run is {trainer.Stage}");
-        if (state.Seed != trainer.Options.Seed)
-            throw new CheckpointException(statePath, string.Create(CultureInfo.InvariantCulture, $"checkpoint was made with seed {state.Seed}, this run uses {trainer.Options.Seed}"));
-        ModelFiles.LoadParameters(trainer.Parameters, Path.Combine(directory, "model", "model.safetensors"));
-        string optimizerPath = Path.Combine(directory, "optimizer.bin");
+    }
+
+    private static void CheckSeed(string statePath, CheckpointState state, ulong seed)
+    {
+        if (state.Seed != seed)
+            throw new CheckpointException(statePath, string.Create(CultureInfo.InvariantCulture, $"checkpoint was made with seed {state.Seed}, this run uses {seed}"));
+    }
+
+    private static void RestoreWeights(string stateDir, CheckpointState state, ParameterSet<float> parameters, AdamW<float> optimizer)
+    {
+        ModelFiles.LoadParameters(parameters, Path.Combine(stateDir, "model", "model.safetensors"));
+        string optimizerPath = Path.Combine(stateDir, "optimizer.bin");
         try
         {
             using var reader = new BinaryReader(File.OpenRead(optimizerPath));
-            trainer.Optimizer.LoadState(reader);
+            optimizer.LoadState(reader);
         }
         catch (Exception e) when (e is EndOfStreamException or InvalidDataException or FileNotFoundException)
         {
             throw new CheckpointException(optimizerPath, e.Message);
         }
-        if (trainer.Optimizer.StepCount != state.Step)
-            throw new CheckpointException(optimizerPath, $"optimizer is at step {trainer.Optimizer.StepCount}, trainer.json at {state.Step} (interrupted save)");
-        trainer.Batches.Seek(new BatchPosition(state.Epoch, state.Batch));
-        trainer.RestoreProgress(state.Step, state.Losses);
+        if (optimizer.StepCount != state.Step)
+            throw new CheckpointException(optimizerPath, $"optimizer is at step {optimizer.StepCount}, trainer.json at {state.Step} (interrupted save)");
     }
 
-    internal sealed record CheckpointState(int Stage, int Step, int Epoch, int Batch, ulong Seed, int TotalSteps, double[] Losses);
+    private const string TrainerMethod = "trainer", DpoMethod = "dpo";
+
+    /// <summary>What trainer.json holds. <see cref="Method"/>: "trainer" (a <see cref="Trainer"/> stage) or "dpo".</summary>
+    internal sealed record CheckpointState(int Stage, int Step, int Epoch, int Batch, ulong Seed, int TotalSteps, double[] Losses)
+    {
+        public string Method { get; init; } = TrainerMethod;
+        public double Beta { get; init; }
+        /// <summary>Stage 2's <see cref="TrainerOptions.TeacherTopK"/> (0: full-vocabulary KL).</summary>
+        public int TeacherTopK { get; init; }
+        /// <summary>DPO: the number of preference pairs (the pair order depends on it).</summary>
+        public int Examples { get; init; }
+    }
 }
