@@ -62,13 +62,13 @@ static class Probe
 
     static unsafe void MicroProbe()
     {
+        float* tile = stackalloc float[32];
         foreach (var (steps, rowBlocks, tokenBlocks) in new[] { (56, 1, 1), (56, 4, 1), (56, 4, 22), (56, 1, 22), (16, 4, 22), (32, 4, 22) })
         {
             float* w = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(rowBlocks * steps * 64 * 4), 64);
             float* x = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(tokenBlocks * steps * 96 * 4), 64);
             for (int i = 0; i < rowBlocks * steps * 64; i++) w[i] = 0.001f * (i % 7);
             for (int i = 0; i < tokenBlocks * steps * 96; i++) x[i] = 0.002f * (i % 5);
-            float* tile = stackalloc float[32];
             int calls = 2_000_000 / steps;
             void Run()
             {

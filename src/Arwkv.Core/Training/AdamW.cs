@@ -32,30 +32,42 @@ internal sealed record LearningRateSchedule(double LrMax, double LrMin, int Warm
 /// <summary>
 /// AdamW (Loshchilov and Hutter, as torch.optim.AdamW): with g the (clipped) gradient and t the 1-based step,
 /// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr wd p (decaying tensors only);
-/// p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). Moments are kept in float64 for any parameter type.
+/// p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). Moments are kept in float64 for any parameter type, and
+/// only for the tensors that are trainable when the optimizer is built: stage 1 trains the time mix alone, and
+/// float64 moments for every tensor of a 0.5B student would be 11 GB.
 /// </summary>
 internal sealed class AdamW<TF> where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
 {
     private readonly ParameterSet<TF> parameters;
     private readonly double[] m, v;
+    private readonly bool[] trainableAtStart;
 
     public AdamW(ParameterSet<TF> parameters, AdamWOptions? options = null)
     {
         this.parameters = parameters;
         Options = options ?? new AdamWOptions();
-        m = new double[parameters.Count];
-        v = new double[parameters.Count];
-        // Work items: tensors cut into pieces of at most ChunkSize, so that big and small tensors balance over cores.
-        var list = new List<(int, int, ParameterTensor)>();
-        foreach (var t in parameters.Tensors)
+        // Work items: trainable tensors cut into pieces of at most ChunkSize, so that big and small tensors balance
+        // over cores; each piece knows where its moments live in the compact buffers.
+        var list = new List<(int, int, ParameterTensor, int)>();
+        trainableAtStart = new bool[parameters.Tensors.Count];
+        int moments = 0;
+        for (int k = 0; k < parameters.Tensors.Count; k++)
+        {
+            ParameterTensor t = parameters.Tensors[k];
+            if (t.Frozen) continue;
+            trainableAtStart[k] = true;
             for (int start = 0; start < t.Length; start += ChunkSize)
-                list.Add((t.Offset + start, Math.Min(ChunkSize, t.Length - start), t));
+                list.Add((t.Offset + start, Math.Min(ChunkSize, t.Length - start), t, moments + start));
+            moments += t.Length;
+        }
+        m = new double[moments];
+        v = new double[moments];
         chunks = [.. list];
         partialNorms = new double[chunks.Length];
     }
 
     private const int ChunkSize = 1 << 15;
-    private readonly (int Offset, int Length, ParameterTensor Tensor)[] chunks;
+    private readonly (int Offset, int Length, ParameterTensor Tensor, int Moment)[] chunks;
     private readonly double[] partialNorms;
 
     public AdamWOptions Options { get; }
@@ -64,12 +76,13 @@ internal sealed class AdamW<TF> where TF : unmanaged, IBinaryFloatingPointIeee75
     /// <summary>Global L2 norm of the unfrozen gradients.</summary>
     public double GradientNorm()
     {
+        RequireNoTensorUnfrozenSinceStart();
         double[] partial = partialNorms;
         Array.Clear(partial);
         TF[] grad = parameters.Grad;
         Work.For(chunks.Length, ChunkSize, i =>
         {
-            (int offset, int length, ParameterTensor tensor) = chunks[i];
+            (int offset, int length, ParameterTensor tensor, _) = chunks[i];
             if (tensor.Frozen) return;
             double sum = 0;
             for (int j = offset; j < offset + length; j++)
@@ -82,7 +95,18 @@ internal sealed class AdamW<TF> where TF : unmanaged, IBinaryFloatingPointIeee75
         return Math.Sqrt(partial.Sum());
     }
 
-    /// <summary>Writes the step count and both moment buffers (for a training checkpoint).</summary>
+    private void RequireNoTensorUnfrozenSinceStart()
+    {
+        for (int k = 0; k < trainableAtStart.Length; k++)
+            if (!trainableAtStart[k] && !parameters.Tensors[k].Frozen)
+                throw new InvalidOperationException(
+                    $"'{parameters.Tensors[k].Name}' was unfrozen after the optimizer was built: it has no moments; build a new optimizer");
+    }
+
+    /// <summary>
+    /// Writes the step count and the moments of the trainable tensors (for a training checkpoint): the count, then m,
+    /// then v, as float64.
+    /// </summary>
     public void SaveState(BinaryWriter writer)
     {
         writer.Write(StepCount);
@@ -91,13 +115,37 @@ internal sealed class AdamW<TF> where TF : unmanaged, IBinaryFloatingPointIeee75
         foreach (double x in v) writer.Write(x);
     }
 
-    /// <summary>Restores what <see cref="SaveState"/> wrote; the parameter count must match.</summary>
+    /// <summary>
+    /// Restores what <see cref="SaveState"/> wrote for the same trainable tensors; also reads the older layout that held
+    /// moments for every tensor (frozen ones all zero), keeping the trainable tensors' part.
+    /// </summary>
     public void LoadState(BinaryReader reader)
     {
         int step = reader.ReadInt32(), count = reader.ReadInt32();
-        if (step < 0 || count != m.Length) throw new InvalidDataException($"optimizer state holds {count} moments, this model has {m.Length}");
-        for (int i = 0; i < count; i++) m[i] = reader.ReadDouble();
-        for (int i = 0; i < count; i++) v[i] = reader.ReadDouble();
+        if (step < 0) throw new InvalidDataException($"optimizer state has step {step}");
+        if (count == m.Length)
+        {
+            for (int i = 0; i < count; i++) m[i] = reader.ReadDouble();
+            for (int i = 0; i < count; i++) v[i] = reader.ReadDouble();
+        }
+        else if (count == parameters.Count)
+        {
+            foreach (double[] moments in new[] { m, v })
+            {
+                int compact = 0;
+                foreach (ParameterTensor t in parameters.Tensors)
+                {
+                    bool keep = !t.Frozen;
+                    for (int i = 0; i < t.Length; i++)
+                    {
+                        double x = reader.ReadDouble();
+                        if (keep) moments[compact + i] = x;
+                    }
+                    if (keep) compact += t.Length;
+                }
+            }
+        }
+        else throw new InvalidDataException($"optimizer state holds {count} moments; this model trains {m.Length} parameters");
         StepCount = step;
     }
 
@@ -113,16 +161,16 @@ internal sealed class AdamW<TF> where TF : unmanaged, IBinaryFloatingPointIeee75
         double[] m1 = m, m2 = v;
         Work.For(chunks.Length, ChunkSize * 8, i =>
         {
-            (int offset, int length, ParameterTensor tensor) = chunks[i];
+            (int offset, int length, ParameterTensor tensor, int moment) = chunks[i];
             if (tensor.Frozen) return;
             double decay = tensor.Decay ? 1 - lr * weightDecay : 1;
-            for (int j = offset; j < offset + length; j++)
+            for (int j = offset, q = moment; j < offset + length; j++, q++)
             {
                 double g = double.CreateTruncating(grad[j]) * clip;
-                m1[j] = b1 * m1[j] + (1 - b1) * g;
-                m2[j] = b2 * m2[j] + (1 - b2) * g * g;
+                m1[q] = b1 * m1[q] + (1 - b1) * g;
+                m2[q] = b2 * m2[q] + (1 - b2) * g * g;
                 double p = double.CreateTruncating(data[j]) * decay;
-                p -= lr * (m1[j] / c1) / (Math.Sqrt(m2[j] / c2) + eps);
+                p -= lr * (m1[q] / c1) / (Math.Sqrt(m2[q] / c2) + eps);
                 data[j] = TF.CreateTruncating(p);
             }
         });

@@ -34,6 +34,54 @@ public class AdamWTests
     }
 
     [Test]
+    public void MomentsCoverOnlyTrainableTensorsAndOldFullLayoutsStillLoad()
+    {
+        var set = new ParameterSet<float>([("a", [2, 2]), ("frozen", [3]), ("b", [2])]);
+        set["frozen"].Frozen = true;
+        var rng = new Random(3);
+        for (int i = 0; i < set.Data.Length; i++) set.Data[i] = (float)rng.NextDouble();
+        var opt = new AdamW<float>(set);
+        for (int step = 0; step < 2; step++)
+        {
+            for (int i = 0; i < set.Grad.Length; i++) set.Grad[i] = (float)(rng.NextDouble() - 0.5);
+            opt.Step(0.01);
+        }
+
+        var saved = new MemoryStream();
+        using (var w = new BinaryWriter(saved, System.Text.Encoding.UTF8, leaveOpen: true)) opt.SaveState(w);
+        var compact = new BinaryReader(new MemoryStream(saved.ToArray()));
+        Assert.That(compact.ReadInt32(), Is.EqualTo(2));
+        Assert.That(compact.ReadInt32(), Is.EqualTo(6), "moments for a (4) and b (2), none for the frozen tensor");
+        double[] m = Enumerable.Range(0, 6).Select(_ => compact.ReadDouble()).ToArray();
+        double[] v = Enumerable.Range(0, 6).Select(_ => compact.ReadDouble()).ToArray();
+
+        // The older layout: moments for every tensor, zeros for the frozen one; it loads into the compact buffers.
+        var full = new MemoryStream();
+        using (var w = new BinaryWriter(full, System.Text.Encoding.UTF8, leaveOpen: true))
+        {
+            w.Write(2); w.Write(9);
+            foreach (double[] moments in new[] { m, v })
+            {
+                foreach (double x in moments[..4]) w.Write(x);
+                for (int i = 0; i < 3; i++) w.Write(0.0);
+                foreach (double x in moments[4..]) w.Write(x);
+            }
+        }
+        var restored = new AdamW<float>(set);
+        restored.LoadState(new BinaryReader(new MemoryStream(full.ToArray())));
+        var again = new MemoryStream();
+        using (var w = new BinaryWriter(again, System.Text.Encoding.UTF8, leaveOpen: true)) restored.SaveState(w);
+        Assert.That(again.ToArray(), Is.EqualTo(saved.ToArray()));
+
+        var bad = new MemoryStream();
+        using (var w = new BinaryWriter(bad, System.Text.Encoding.UTF8, leaveOpen: true)) { w.Write(1); w.Write(7); }
+        Assert.Throws<InvalidDataException>(() => new AdamW<float>(set).LoadState(new BinaryReader(new MemoryStream(bad.ToArray()))));
+
+        set["frozen"].Frozen = false;
+        Assert.Throws<InvalidOperationException>(() => opt.Step(0.01), "a tensor unfrozen after the optimizer was built has no moments");
+    }
+
+    [Test]
     public void ScheduleWarmsUpThenDecaysExponentially()
     {
         var s = new LearningRateSchedule(LrMax: 1e-4, LrMin: 1e-5, WarmupSteps: 50, TotalSteps: 150);
