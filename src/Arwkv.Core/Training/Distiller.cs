@@ -116,7 +116,12 @@ internal static class Distiller
     {
         if (options.Stage != 3) throw new ArgumentException("--dpo is a stage 3 option");
         if (options.InitFrom is null) throw new ArgumentException("DPO needs --init-from (the policy's start, which is also the frozen reference)");
-        List<PreferencePair> pairs = PreferencePair.Read(options.PreferencePath!);
+        // The pairs are tokenized with the starting student's own tokenizer (distill copies the teacher's into it).
+        ArwkvConfig initConfig = ArwkvConfig.Load(options.InitFrom);
+        ITrainingTokenizer tokenizer = TrainingTokenizers.FromDirectory(options.InitFrom, initConfig.VocabSize);
+        List<PreferencePair> pairs = PreferencePair.Read(options.PreferencePath!, tokenizer);
+        TrainingTokenizers.RequireIdsBelow(pairs.SelectMany(p => new[] { p.Prompt, p.Chosen, p.Rejected }), initConfig.VocabSize,
+            Path.Combine(options.InitFrom, "config.json"), options.PreferencePath!);
         ArwkvStudent<float> policy = ModelFiles.LoadStudent(options.InitFrom, 2, options.SeqLen);
         ArwkvStudent<float> reference = ModelFiles.LoadStudent(options.InitFrom, 2, options.SeqLen);
         var dpo = new DpoTrainer(policy, reference, pairs, new TrainerOptions
@@ -151,7 +156,7 @@ internal static class Distiller
             return null;
         }
         ModelFiles.SaveStudent(options.OutputDirectory, policy);
-        ByteTokenizerJson.Write(options.OutputDirectory);
+        WriteTokenizer(options.InitFrom, tokenizer, options.OutputDirectory);
         LossCurve.Write(Path.Combine(options.OutputDirectory, "loss.svg"), [("stage 3 DPO loss", dpo.Losses)]);
         output.WriteLine($"student written to {options.OutputDirectory}");
         return null;

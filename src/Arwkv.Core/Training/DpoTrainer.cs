@@ -5,12 +5,16 @@ using Arwkv.Training.Layers;
 
 namespace Arwkv.Training;
 
-/// <summary>One preference example: a prompt and two byte-tokenized responses, the preferred one first.</summary>
+/// <summary>One preference example: a prompt and two tokenized responses, the preferred one first.</summary>
 internal sealed record PreferencePair(int[] Prompt, int[] Chosen, int[] Rejected)
 {
-    /// <summary>Reads a .jsonl file of {"prompt": "...", "chosen": "...", "rejected": "..."} lines (blank lines skipped).</summary>
-    public static List<PreferencePair> Read(string path)
+    /// <summary>
+    /// Reads a .jsonl file of {"prompt": "...", "chosen": "...", "rejected": "..."} lines (blank lines skipped), tokenized
+    /// as plain text with <paramref name="tokenizer"/> (the byte tokenizer when null).
+    /// </summary>
+    public static List<PreferencePair> Read(string path, ITrainingTokenizer? tokenizer = null)
     {
+        tokenizer ??= ByteTokenizer.Instance;
         if (!File.Exists(path)) throw new CheckpointException(path, "preference file not found");
         var pairs = new List<PreferencePair>();
         int lineNumber = 0;
@@ -23,8 +27,8 @@ internal sealed record PreferencePair(int[] Prompt, int[] Chosen, int[] Rejected
                 using JsonDocument doc = JsonDocument.Parse(line);
                 string Get(string name) => doc.RootElement.GetProperty(name).GetString()
                     ?? throw new CheckpointException(path, $"line {lineNumber}: '{name}' is null");
-                pairs.Add(new PreferencePair(ByteTokenizer.Instance.Encode(Get("prompt")), ByteTokenizer.Instance.Encode(Get("chosen")),
-                    ByteTokenizer.Instance.Encode(Get("rejected"))));
+                pairs.Add(new PreferencePair(tokenizer.EncodeText(Get("prompt")), tokenizer.EncodeText(Get("chosen")),
+                    tokenizer.EncodeText(Get("rejected"))));
             }
             catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
             {

@@ -149,6 +149,22 @@ public class RealCheckpointDistillTests
             Assert.That(double.Parse(kl.Groups[1].Value, CultureInfo.InvariantCulture), Is.GreaterThan(0).And.LessThan(50), stdout);
         }
 
+        // Stage 3 DPO from that student: the pairs are tokenized with its BPE tokenizer (not bytes), and OUT keeps it.
+        string pairsPath = root.File("pairs.jsonl");
+        File.WriteAllLines(pairsPath, Enumerable.Range(0, 4).Select(i => new JsonObject
+        {
+            ["prompt"] = $"hello {i}, where is the whale?", ["chosen"] = "the whale swam away.", ["rejected"] = "hello hello hello",
+        }.ToJsonString()));
+        string s3 = root.File("stage3-dpo");
+        (code, stdout, err) = await Cli(["distill", .. common, "--data", text, "--stage", "3", "--dpo", pairsPath, "--init-from", root.File("stage2-top0"),
+            "--out", s3, "--steps", "4"]);
+        Assert.That(code, Is.Zero, err);
+        Assert.That(File.ReadAllBytes(Path.Combine(s3, "tokenizer.json")), Is.EqualTo(File.ReadAllBytes(Path.Combine(teacher, "tokenizer.json"))));
+        var bpe = TrainingTokenizers.FromDirectory(s3, Vocab);
+        List<PreferencePair> pairs = PreferencePair.Read(pairsPath, bpe);
+        Assert.That(pairs[0].Rejected, Is.EqualTo(new[] { SyntheticTokenizerJson.Hello, SyntheticTokenizerJson.Hello, SyntheticTokenizerJson.Hello })
+            .Or.Length.LessThan("hello hello hello".Length), "BPE ids, not one id per byte");
+
         // `arwkv generate` runs the student with the copied Qwen tokenizer.
         (code, stdout, err) = await Cli("generate", "--model", root.File("stage2-top0"), "--prompt", "hello", "--max-tokens", "4", "--temperature", "0");
         Assert.That(code, Is.Zero, err);
