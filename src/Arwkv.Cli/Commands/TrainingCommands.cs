@@ -69,6 +69,12 @@ internal static partial class CliApp
             command.Options.Add(o);
         var lossLog = new Option<string?>("--loss-log") { Description = "Write \"step loss\" lines (exact round-trip values) to this file; kept consistent across --resume" };
         command.Options.Add(lossLog);
+        var validationFraction = new Option<double>("--validation-fraction")
+        {
+            DefaultValueFactory = _ => 0.05,
+            Description = "Share of the sequences held out (seeded) for a validation loss reported about ten times per run and plotted in loss.svg (0: none)",
+        };
+        command.Options.Add(validationFraction);
         SetBody(command, (result, stdout, stderr, cancellationToken) =>
         {
             Distiller.Run(new DistillOptions
@@ -80,6 +86,7 @@ internal static partial class CliApp
                 CheckpointEvery = result.GetValue(checkpointEvery), PreferencePath = result.GetValue(dpo), Beta = result.GetValue(beta),
                 TeacherTopK = result.GetValue(teacherTopK),
                 LossLogPath = result.GetValue(lossLog),
+                ValidationFraction = result.GetValue(validationFraction),
             }, stdout, cancellationToken);
             return Task.FromResult(0);
         });

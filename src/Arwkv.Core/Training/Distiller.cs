@@ -9,6 +9,8 @@ internal sealed record DistillOptions
 {
     public required string TeacherDirectory { get; init; }
     public required string DataPath { get; init; }
+    /// <summary>Share of the data's sequences held out for the validation loss (0: none).</summary>
+    public double ValidationFraction { get; init; } = 0.05;
     public required int Stage { get; init; }
     public required string OutputDirectory { get; init; }
     /// <summary>A student checkpoint to start from; null: a fresh student built from the teacher.</summary>
@@ -62,6 +64,16 @@ internal static class Distiller
         ITrainingTokenizer tokenizer = TrainingTokenizers.FromDirectory(options.TeacherDirectory, teacherConfig.VocabSize);
         List<TrainingSequence> train = LoadSequences(options.DataPath, options.SeqLen, tokenizer, teacherConfig.VocabSize,
             Path.Combine(options.TeacherDirectory, "config.json"));
+        // A seeded hold-out, the same on every resume; skipped when the data cannot spare it and still fill a batch.
+        List<TrainingSequence> validation = [];
+        if (!(options.ValidationFraction >= 0 && options.ValidationFraction < 1))
+            throw new ArgumentException($"--validation-fraction must be in [0, 1), got {options.ValidationFraction}");
+        if (options.ValidationFraction > 0)
+        {
+            int held = Math.Max(1, (int)Math.Round(train.Count * options.ValidationFraction));
+            if (train.Count - held >= options.BatchSize) (train, validation) = DataSplit.Split(train, options.ValidationFraction, (ulong)options.Seed);
+            else output.WriteLine($"note: {train.Count} sequences are too few to hold out a validation set; reporting training loss only");
+        }
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"teacher: {teacherConfig.NumLayers} layers, hidden {teacherConfig.HiddenSize}, vocab_size {teacherConfig.VocabSize}{(teacherConfig.TieWordEmbeddings ? ", tied embeddings (the student gets its own lm_head)" : "")}; {tokenizer.Kind} tokenizer with {tokenizer.IdCount} ids"));
         Qwen2Trainable<float> teacher = Qwen2Trainable<float>.Load(options.TeacherDirectory, options.BatchSize, options.SeqLen, forwardOnly: true);
@@ -87,10 +99,22 @@ internal static class Distiller
             output.WriteLine($"resumed from {checkpointDir} at step {trainer.Step}");
         }
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"stage {options.Stage} ({stage}): {train.Count} sequences of {options.SeqLen}, batch {options.BatchSize}, {student.Parameters.Count:N0} student parameters"));
+            $"stage {options.Stage} ({stage}): {train.Count} sequences of {options.SeqLen} ({validation.Count} held out for validation), batch {options.BatchSize}, {student.Parameters.Count:N0} student parameters"));
         int until = options.StopAfter > 0 ? Math.Min(options.Steps, trainer.Step + options.StopAfter) : options.Steps;
         using LossLog? lossLog = LossLog.Open(options.LossLogPath, trainer.Losses);
-        trainer.Run(until, p => Demo.Report(output, $"stage {options.Stage}", p), Math.Max(1, options.Steps / 20), t =>
+        // About ten validation points per run (two batches each), at report steps.
+        int validateEvery = Math.Max(1, options.Steps / 10);
+        var validationLosses = new List<double>();
+        trainer.Run(until, p =>
+        {
+            Demo.Report(output, $"stage {options.Stage}", p);
+            if (validation.Count > 0 && (p.Step % validateEvery == 0 || p.Step == options.Steps))
+            {
+                double loss = trainer.ValidationLoss(validation);
+                validationLosses.Add(loss);
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[stage {options.Stage}] step {p.Step,5}/{options.Steps}  validation loss {loss,8:F4}"));
+            }
+        }, Math.Max(1, Math.Min(options.Steps / 20, validateEvery)), t =>
         {
             lossLog?.Append(t.Step, t.Losses[^1]);
             if (options.CheckpointEvery > 0 && t.Step % options.CheckpointEvery == 0 && t.Step < until) TrainingCheckpoint.Save(checkpointDir, t);
@@ -100,7 +124,10 @@ internal static class Distiller
         {
             ModelFiles.SaveStudent(options.OutputDirectory, student);
             WriteTokenizer(options.TeacherDirectory, tokenizer, options.OutputDirectory);
-            LossCurve.Write(Path.Combine(options.OutputDirectory, "loss.svg"), [($"stage {options.Stage} loss", trainer.Losses)]);
+            var curves = new List<(string, IReadOnlyList<double>)> { ($"stage {options.Stage} training loss", trainer.Losses) };
+            if (validationLosses.Count > 0)
+                curves.Add(($"stage {options.Stage} validation loss (every {validateEvery} steps{(options.Resume ? ", this invocation" : "")})", validationLosses));
+            LossCurve.Write(Path.Combine(options.OutputDirectory, "loss.svg"), curves);
             output.WriteLine($"student written to {options.OutputDirectory}");
         }
         else output.WriteLine($"stopped at step {trainer.Step}/{options.Steps}; continue with --resume");

@@ -110,9 +110,35 @@ internal sealed class Trainer
     public double TrainStep()
     {
         Batch batch = Batches.Next();
+        Parameters.ZeroGrad();
+        double loss = Loss(batch, backward: true);
+        if (!double.IsFinite(loss)) throw new InvalidOperationException($"{Stage} loss became {loss} at step {Step + 1}; lower the learning rate");
+        Optimizer.Step(Schedule.At(Step));
+        Step++;
+        losses.Add(loss);
+        return loss;
+    }
+
+    /// <summary>
+    /// Mean loss of this stage over <paramref name="sequences"/> in order, at most <paramref name="maxBatches"/> whole
+    /// batches, without touching the parameters, gradients, optimizer or the training batch order (so training goes on
+    /// exactly as it would have).
+    /// </summary>
+    public double ValidationLoss(IReadOnlyList<TrainingSequence> sequences, int maxBatches = 2)
+    {
+        if (sequences.Count == 0) throw new ArgumentException("no validation sequences", nameof(sequences));
+        var batches = new BatchIterator(sequences, Math.Min(Options.BatchSize, sequences.Count), seed: 0, shuffle: false);
+        int count = Math.Max(1, Math.Min(maxBatches, batches.BatchesPerEpoch));
+        double sum = 0;
+        for (int i = 0; i < count; i++) sum += Loss(batches.Next(), backward: false);
+        return sum / count;
+    }
+
+    /// <summary>This stage's loss on <paramref name="batch"/>; with <paramref name="backward"/>, its gradient added into the parameters'.</summary>
+    private double Loss(Batch batch, bool backward)
+    {
         int b = batch.Size, t = batch.Length, n = b * t;
         ReadOnlySpan<byte> m = BuildMask(batch);
-        Parameters.ZeroGrad();
         double loss;
         switch (Stage)
         {
@@ -121,6 +147,7 @@ internal sealed class Trainer
                 Span<float> logits = Teacher!.Forward(batch.Inputs, b, t);
                 int v = Teacher.Config.VocabSize;
                 loss = Layers.Losses.CrossEntropyForward<float>(logits, batch.Targets, m, n, v);
+                if (!backward) break;
                 Layers.Losses.CrossEntropyBackward<float>(Teacher.DLogits, logits, batch.Targets, m, 1.0, vocabScratch, n, v);
                 Teacher.Backward();
                 break;
@@ -133,7 +160,7 @@ internal sealed class Trainer
                 var outputs = new ReadOnlyMemory<float>[Teacher.Config.NumLayers];
                 for (int l = 0; l < inputs.Length; l++) { inputs[l] = Teacher.AttentionInput(l); outputs[l] = Teacher.AttentionOutput(l); }
                 loss = Student!.ForwardAlignment(inputs, outputs, m, b, t);
-                Student.BackwardAlignment(inputs, outputs);
+                if (backward) Student.BackwardAlignment(inputs, outputs);
                 break;
             }
             case TrainingStage.Distillation:
@@ -147,14 +174,14 @@ internal sealed class Trainer
                     ReadOnlySpan<int> ids = topIds.AsSpan(0, n * k);
                     ReadOnlySpan<float> top = topLogits.AsSpan(0, n * k);
                     loss = Layers.Losses.TopKKlForward<float>(studentLogits, ids, top, m, vocabScratch, n, v, k);
-                    Layers.Losses.TopKKlBackward<float>(Student.DLogits, studentLogits, ids, top, m, 1.0, vocabScratch, n, v, k);
+                    if (backward) Layers.Losses.TopKKlBackward<float>(Student.DLogits, studentLogits, ids, top, m, 1.0, vocabScratch, n, v, k);
                 }
                 else
                 {
                     loss = Layers.Losses.KlForward<float>(studentLogits, teacherLogits, m, vocabScratch, n, v);
-                    Layers.Losses.KlBackward<float>(Student.DLogits, studentLogits, teacherLogits, m, 1.0, vocabScratch, n, v);
+                    if (backward) Layers.Losses.KlBackward<float>(Student.DLogits, studentLogits, teacherLogits, m, 1.0, vocabScratch, n, v);
                 }
-                Student.Backward();
+                if (backward) Student.Backward();
                 break;
             }
             case TrainingStage.Sft:
@@ -162,16 +189,13 @@ internal sealed class Trainer
                 Span<float> logits = Student!.Forward(batch.Inputs, m, b, t);
                 int v = Student.Config.VocabSize;
                 loss = Layers.Losses.CrossEntropyForward<float>(logits, batch.Targets, m, n, v);
+                if (!backward) break;
                 Layers.Losses.CrossEntropyBackward<float>(Student.DLogits, logits, batch.Targets, m, 1.0, vocabScratch, n, v);
                 Student.Backward();
                 break;
             }
             default: throw new InvalidOperationException($"unknown stage {Stage}");
         }
-        if (!double.IsFinite(loss)) throw new InvalidOperationException($"{Stage} loss became {loss} at step {Step + 1}; lower the learning rate");
-        Optimizer.Step(Schedule.At(Step));
-        Step++;
-        losses.Add(loss);
         return loss;
     }
 
