@@ -75,6 +75,11 @@ internal static partial class CliApp
             Description = "Share of the sequences held out (seeded) for a validation loss reported about ten times per run and plotted in loss.svg (0: none)",
         };
         command.Options.Add(validationFraction);
+        var pad = new Option<bool>("--pad")
+        {
+            Description = "One document (or chat) per sequence, padded to a multiple of 16 with the padding masked out, instead of packing documents end to end; --seq-len must be a multiple of 16",
+        };
+        command.Options.Add(pad);
         SetBody(command, (result, stdout, stderr, cancellationToken) =>
         {
             Distiller.Run(new DistillOptions
@@ -87,6 +92,7 @@ internal static partial class CliApp
                 TeacherTopK = result.GetValue(teacherTopK),
                 LossLogPath = result.GetValue(lossLog),
                 ValidationFraction = result.GetValue(validationFraction),
+                Pad = result.GetValue(pad),
             }, stdout, cancellationToken);
             return Task.FromResult(0);
         });

@@ -9,6 +9,8 @@ internal sealed record DistillOptions
 {
     public required string TeacherDirectory { get; init; }
     public required string DataPath { get; init; }
+    /// <summary>One document per sequence, padded to a multiple of 16 and masked, instead of packing documents end to end.</summary>
+    public bool Pad { get; init; }
     /// <summary>Share of the data's sequences held out for the validation loss (0: none).</summary>
     public double ValidationFraction { get; init; } = 0.05;
     public required int Stage { get; init; }
@@ -63,7 +65,7 @@ internal static class Distiller
                 $"--batch {options.BatchSize} x --seq-len {options.SeqLen} x vocab_size {teacherConfig.VocabSize} logits exceed one array ({Array.MaxLength:N0} entries); lower --batch or --seq-len"));
         ITrainingTokenizer tokenizer = TrainingTokenizers.FromDirectory(options.TeacherDirectory, teacherConfig.VocabSize);
         List<TrainingSequence> train = LoadSequences(options.DataPath, options.SeqLen, tokenizer, teacherConfig.VocabSize,
-            Path.Combine(options.TeacherDirectory, "config.json"));
+            Path.Combine(options.TeacherDirectory, "config.json"), options.Pad);
         // A seeded hold-out, the same on every resume; skipped when the data cannot spare it and still fill a batch.
         List<TrainingSequence> validation = [];
         if (!(options.ValidationFraction >= 0 && options.ValidationFraction < 1))
@@ -194,17 +196,23 @@ internal static class Distiller
         LoadSequences(path, seqLen, ByteTokenizer.Instance, ByteTokenizer.VocabSize, "config.json");
 
     /// <summary>
-    /// Packed sequences of a text (or .jsonl) file, documents separated by the tokenizer's &lt;|endoftext|&gt;. Every id
+    /// Packed sequences of a text (or .jsonl) file, documents separated by the tokenizer's &lt;|endoftext|&gt; (with
+    /// <paramref name="pad"/>: one document per sequence, padded to a multiple of 16 and masked). Every id
     /// must be below <paramref name="vocabSize"/> (the model's config, named by <paramref name="configPath"/>).
     /// </summary>
-    public static List<TrainingSequence> LoadSequences(string path, int seqLen, ITrainingTokenizer tokenizer, int vocabSize, string configPath)
+    public static List<TrainingSequence> LoadSequences(string path, int seqLen, ITrainingTokenizer tokenizer, int vocabSize, string configPath,
+        bool pad = false)
     {
+        if (pad && seqLen % SequenceBuilder.PadMultiple != 0)
+            throw new ArgumentException($"--pad needs --seq-len a multiple of {SequenceBuilder.PadMultiple}, got {seqLen}");
         if (!File.Exists(path)) throw new CheckpointException(path, "data file not found");
         List<int[]> documents = Corpus.Tokenize(Corpus.Read(path), tokenizer);
         TrainingTokenizers.RequireIdsBelow(documents, vocabSize, configPath, path);
         if (tokenizer.EndOfText >= vocabSize)
             throw new CheckpointException(configPath, $"vocab_size is {vocabSize}, but the tokenizer's <|endoftext|> is id {tokenizer.EndOfText}");
-        List<TrainingSequence> sequences = SequenceBuilder.Pack(documents, seqLen, tokenizer.EndOfText);
+        List<TrainingSequence> sequences = pad
+            ? SequenceBuilder.Pad(documents, seqLen, tokenizer.EndOfText)
+            : SequenceBuilder.Pack(documents, seqLen, tokenizer.EndOfText);
         if (sequences.Count == 0) throw new CheckpointException(path, $"holds fewer than {seqLen + 1} tokens");
         return sequences;
     }

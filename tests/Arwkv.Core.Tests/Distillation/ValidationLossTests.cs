@@ -90,4 +90,36 @@ public class ValidationLossTests
 
         Assert.Throws<ArgumentException>(() => Distiller.Run(options with { ValidationFraction = 1, OutputDirectory = root.File("bad") }, TextWriter.Null));
     }
+
+    [Test]
+    public void DistillWithPadKeepsChatsApartInMaskedMultipleOf16Sequences()
+    {
+        using var root = new TempDirectory("arwkv-pad");
+        string teacherDir = root.File("teacher");
+        var teacher = new Qwen2Trainable<float>(new Qwen2Config
+        {
+            HiddenSize = 64, NumLayers = 1, IntermediateSize = 48, VocabSize = 259, NumAttentionHeads = 4, NumKeyValueHeads = 2,
+        }, 1, 1);
+        teacher.Initialize(3);
+        teacher.Save(teacherDir);
+        string chats = root.File("chats.jsonl");
+        File.WriteAllLines(chats, Enumerable.Range(0, 12).Select(i =>
+            $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi {i}\"}}, {{\"role\": \"assistant\", \"content\": \"{new string('a', i)}\"}}]}}"));
+
+        List<TrainingSequence> padded = Distiller.LoadSequences(chats, 64, ByteTokenizer.Instance, 259, "config.json", pad: true);
+        Assert.That(padded, Has.Count.EqualTo(12), "one sequence per chat");
+        Assert.That(padded.Select(s => s.Length % SequenceBuilder.PadMultiple), Is.All.Zero);
+        Assert.That(padded.Select(s => s.Length).Distinct().Count(), Is.GreaterThan(1), "lengths follow the chats");
+        Assert.That(padded.All(s => s.Mask.Skip(s.ValidLength).All(m => m == 0) && s.Length - s.ValidLength < SequenceBuilder.PadMultiple), "padding: masked, less than 16");
+        Assert.That(padded.Count(s => s.ValidLength < s.Length), Is.GreaterThan(0), "some chats are padded");
+
+        var options = new DistillOptions
+        {
+            TeacherDirectory = teacherDir, DataPath = chats, Stage = 2, OutputDirectory = root.File("out"), Steps = 4, LearningRate = 3e-3,
+            BatchSize = 2, SeqLen = 64, Seed = 5, CheckpointEvery = 0, Pad = true, ValidationFraction = 0.2,
+        };
+        Trainer trainer = Distiller.Run(options, TextWriter.Null)!;
+        Assert.That(trainer.Losses.All(double.IsFinite));
+        Assert.Throws<ArgumentException>(() => Distiller.Run(options with { SeqLen = 40, OutputDirectory = root.File("bad") }, TextWriter.Null));
+    }
 }
