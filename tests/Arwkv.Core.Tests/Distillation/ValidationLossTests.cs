@@ -23,6 +23,18 @@ public class ValidationLossTests
         return (teacher, train, held);
     }
 
+    /// <summary>A random byte-level (259-id) Qwen2 teacher of hidden size 64 saved in <paramref name="directory"/>.</summary>
+    private static string SaveByteLevelTeacher(string directory, int layers)
+    {
+        var teacher = new Qwen2Trainable<float>(new Qwen2Config
+        {
+            HiddenSize = 64, NumLayers = layers, IntermediateSize = 96, VocabSize = 259, NumAttentionHeads = 4, NumKeyValueHeads = 2,
+        }, 1, 1);
+        teacher.Initialize(3);
+        teacher.Save(directory);
+        return directory;
+    }
+
     private static ArwkvStudent<float> Student(Qwen2Trainable<float> teacher) =>
         ModelFiles.StudentFromTeacher(teacher, new LoraRanks(4, 4, 4, 4), 8, 1, 8, 16);
 
@@ -67,13 +79,7 @@ public class ValidationLossTests
     public void DistillReportsAndPlotsTheValidationLoss()
     {
         using var root = new TempDirectory("arwkv-validation");
-        string teacherDir = root.File("teacher");
-        var teacher = new Qwen2Trainable<float>(new Qwen2Config
-        {
-            HiddenSize = 64, NumLayers = 2, IntermediateSize = 96, VocabSize = 259, NumAttentionHeads = 4, NumKeyValueHeads = 2,
-        }, 1, 1);
-        teacher.Initialize(3);
-        teacher.Save(teacherDir);
+        string teacherDir = SaveByteLevelTeacher(root.File("teacher"), layers: 2);
         string data = root.File("text.txt");
         File.WriteAllText(data, string.Concat(Enumerable.Range(0, 80).Select(i => $"line {i}: the whale {i * 7 % 13} swam. ")));
         var options = new DistillOptions
@@ -95,13 +101,7 @@ public class ValidationLossTests
     public void DistillWithPadKeepsChatsApartInMaskedMultipleOf16Sequences()
     {
         using var root = new TempDirectory("arwkv-pad");
-        string teacherDir = root.File("teacher");
-        var teacher = new Qwen2Trainable<float>(new Qwen2Config
-        {
-            HiddenSize = 64, NumLayers = 1, IntermediateSize = 48, VocabSize = 259, NumAttentionHeads = 4, NumKeyValueHeads = 2,
-        }, 1, 1);
-        teacher.Initialize(3);
-        teacher.Save(teacherDir);
+        string teacherDir = SaveByteLevelTeacher(root.File("teacher"), layers: 1);
         string chats = root.File("chats.jsonl");
         File.WriteAllLines(chats, Enumerable.Range(0, 12).Select(i =>
             $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi {i}\"}}, {{\"role\": \"assistant\", \"content\": \"{new string('a', i)}\"}}]}}"));
