@@ -157,18 +157,25 @@ internal sealed class ArwkvStudent<TF> where TF : unmanaged, IBinaryFloatingPoin
     /// RWKV-7 default initialization of every time mix (ARWKV.md section 5), plus: receptance and value uniform in
     /// ±0.5/sqrt(C), key in ±0.05/sqrt(C), output 0, g1 0 and g2 orthogonal*0.1 (RWKV-7's choices; the recipe is
     /// silent). Everything else (embedding, MLP, lm_head: normal(0, 0.02); norms: 1) is a placeholder until
-    /// <see cref="CopyFromTeacher"/>.
+    /// <see cref="CopyFromTeacher"/>. With <paramref name="teacherCopyFollows"/> those placeholders are not computed (their
+    /// random numbers are still drawn, so the time mixes get exactly the values they would otherwise): for a 0.5B
+    /// student that skips ~600M Box-Muller transforms whose results the teacher's weights replace.
     /// </summary>
-    public void InitializeRwkv7(int seed)
+    public void InitializeRwkv7(int seed, bool teacherCopyFollows = false)
     {
         var rng = new Random(seed);
         int c = Config.HiddenSize, numLayers = layers.Length;
-        Normal(embed.Span, 0.02, rng); Normal(lmHead.Span, 0.02, rng); finalNorm.Span.Fill(TF.One);
+        void Placeholder(Span<TF> data)
+        {
+            if (!teacherCopyFollows) Normal(data, 0.02, rng);
+            else for (int i = 0; i < data.Length; i++) { rng.NextDouble(); rng.NextDouble(); }
+        }
+        Placeholder(embed.Span); Placeholder(lmHead.Span); finalNorm.Span.Fill(TF.One);
         for (int l = 0; l < numLayers; l++)
         {
             Layer layer = layers[l];
             layer.Norm1.Span.Fill(TF.One); layer.Norm2.Span.Fill(TF.One);
-            Normal(layer.GateProj.Span, 0.02, rng); Normal(layer.UpProj.Span, 0.02, rng); Normal(layer.DownProj.Span, 0.02, rng);
+            Placeholder(layer.GateProj.Span); Placeholder(layer.UpProj.Span); Placeholder(layer.DownProj.Span);
 
             TimeMixWeights<TF> p = layer.Mix;
             double r0 = numLayers > 1 ? (double)l / (numLayers - 1) : 0;   // ratio_0_to_1

@@ -67,7 +67,7 @@ internal static class ModelFiles
             HeadSize = headSize, RmsNormEps = t.RmsNormEps, WkvHasGate = true, BosTokenId = t.BosTokenId, EosTokenIds = t.EosTokenIds,
         };
         var student = new ArwkvStudent<float>(config, maxBatch, maxSeqLen, ranks);
-        student.InitializeRwkv7(seed);
+        student.InitializeRwkv7(seed, teacherCopyFollows: true);
         var tensors = new Dictionary<string, (long[] Shape, float[] Data)>(StringComparer.Ordinal);
         foreach (var p in teacher.Parameters.Tensors)
             tensors[p.Name] = (p.Shape, teacher.Parameters.Data.AsSpan(p.Offset, p.Length).ToArray());

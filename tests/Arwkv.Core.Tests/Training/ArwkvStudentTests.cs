@@ -166,6 +166,24 @@ public class ArwkvStudentTests
     }
 
     [Test]
+    public void SkippingThePlaceholdersATeacherReplacesGivesTheSameStudent()
+    {
+        var teacher = new Qwen2Trainable<float>(new Qwen2Config
+        {
+            HiddenSize = 64, NumLayers = 2, IntermediateSize = 96, VocabSize = 30, NumAttentionHeads = 4, NumKeyValueHeads = 2,
+        }, 1, 1);
+        teacher.Initialize(9);
+        ArwkvStudent<float> fast = ModelFiles.StudentFromTeacher(teacher, new LoraRanks(8, 8, 4, 16), 32, seed: 4, 1, 8);
+
+        var slow = new ArwkvStudent<float>(fast.Config, 1, 8, new LoraRanks(8, 8, 4, 16));
+        slow.InitializeRwkv7(4);
+        var tensors = teacher.Parameters.Tensors.ToDictionary(p => p.Name, p => (p.Shape, teacher.Parameters.Data.AsSpan(p.Offset, p.Length).ToArray()));
+        slow.CopyFromTeacher(tensors);
+        Assert.That(fast.Parameters.Data, Is.EqualTo(slow.Parameters.Data));
+        Assert.That(fast.Parameters.Data.Any(x => x != 0));
+    }
+
+    [Test]
     public void Rwkv7InitFollowsTheRecipe()
     {
         var config = new ArwkvConfig { HiddenSize = 128, NumLayers = 3, IntermediateSize = 64, VocabSize = 16 };
