@@ -184,7 +184,7 @@ public static unsafe partial class MatMul
             for (int b = 0; b < work.Blocks; b++)
             {
                 // The next row block's first read comes from memory: fetched in slices while this block computes, it
-                // is in L2 when PackRowBlock needs it (without this, packing waited on DRAM for a third of the time).
+                // is in L2 when PackRowBlock needs it.
                 for (int line = nextLines * b / work.Blocks, end = nextLines * (b + 1) / work.Blocks; line < end; line++)
                 {
                     int row = line / linesPerRow;
