@@ -102,7 +102,7 @@ internal static class TrainingCheckpoint
     {
         BatchPosition position = trainer.Batches.Position;
         var state = new CheckpointState((int)trainer.Stage, trainer.Step, position.Epoch, position.Batch, trainer.Options.Seed,
-            trainer.Options.Steps, trainer.Losses.ToArray()) { TeacherTopK = trainer.Options.TeacherTopK };
+            trainer.Options.Steps, trainer.Losses.ToArray()) { TeacherTopK = trainer.Options.TeacherTopK, Examples = trainer.Batches.SequenceCount };
         Commit(directory, state, trainer.Optimizer, model =>
         {
             if (trainer.Stage == TrainingStage.Teacher) trainer.Teacher!.Save(model);
@@ -134,6 +134,10 @@ internal static class TrainingCheckpoint
         CheckSeed(statePath, state, trainer.Options.Seed);
         if (state.TeacherTopK != trainer.Options.TeacherTopK)
             throw new CheckpointException(statePath, $"checkpoint was made with --teacher-top-k {state.TeacherTopK}, this run uses {trainer.Options.TeacherTopK}");
+        // Older checkpoints did not record it (0).
+        if (state.Examples != 0 && state.Examples != trainer.Batches.SequenceCount)
+            throw new CheckpointException(statePath, $"checkpoint was made on {state.Examples} training sequences, this run has {trainer.Batches.SequenceCount} "
+                + "(different data, --seq-len, --pad or --validation-fraction): the batch order would not continue");
         RestoreWeights(stateDir, state, trainer.Parameters, trainer.Optimizer);
         trainer.Batches.Seek(new BatchPosition(state.Epoch, state.Batch));
         trainer.RestoreProgress(state.Step, state.Losses);
@@ -277,6 +281,7 @@ internal static class TrainingCheckpoint
             json.WriteNumber("beta", state.Beta);
             json.WriteNumber("pairs", state.Examples);
         }
+        else if (state.Examples != 0) json.WriteNumber("sequences", state.Examples);
         // System.Text.Json writes doubles in their shortest round-trip form, so the history reloads bit for bit.
         json.WriteStartArray("losses");
         foreach (double loss in state.Losses) json.WriteNumberValue(loss);
@@ -296,6 +301,7 @@ internal static class TrainingCheckpoint
                 root.GetProperty("total_steps").GetInt32(), root.GetProperty("losses").EnumerateArray().Select(e => e.GetDouble()).ToArray())
             { Method = method, TeacherTopK = root.TryGetProperty("teacher_top_k", out JsonElement k) ? k.GetInt32() : 0 };
             if (method == DpoMethod) state = state with { Beta = root.GetProperty("beta").GetDouble(), Examples = root.GetProperty("pairs").GetInt32() };
+            else if (root.TryGetProperty("sequences", out JsonElement sequences)) state = state with { Examples = sequences.GetInt32() };
             else if (method != TrainerMethod) throw new CheckpointException(statePath, $"unknown training method '{method}'");
             if (state.Step < 0 || state.Losses.Length != state.Step)
                 throw new CheckpointException(statePath, $"step {state.Step} with {state.Losses.Length} recorded losses");
@@ -339,7 +345,7 @@ internal static class TrainingCheckpoint
         public double Beta { get; init; }
         /// <summary>Stage 2's <see cref="TrainerOptions.TeacherTopK"/> (0: full-vocabulary KL).</summary>
         public int TeacherTopK { get; init; }
-        /// <summary>DPO: the number of preference pairs (the pair order depends on it).</summary>
+        /// <summary>The number of training sequences, or for DPO of preference pairs (the batch order depends on it).</summary>
         public int Examples { get; init; }
     }
 }

@@ -122,4 +122,23 @@ public class ValidationLossTests
         Assert.That(trainer.Losses.All(double.IsFinite));
         Assert.Throws<ArgumentException>(() => Distiller.Run(options with { SeqLen = 40, OutputDirectory = root.File("bad") }, TextWriter.Null));
     }
+
+    [Test]
+    public void ResumingWithADifferentHeldOutShareIsRefused()
+    {
+        using var root = new TempDirectory("arwkv-validation-resume");
+        string teacherDir = SaveByteLevelTeacher(root.File("teacher"), layers: 1);
+        string data = root.File("text.txt");
+        File.WriteAllText(data, string.Concat(Enumerable.Range(0, 80).Select(i => $"line {i}: the whale {i * 7 % 13} swam. ")));
+        var options = new DistillOptions
+        {
+            TeacherDirectory = teacherDir, DataPath = data, Stage = 1, OutputDirectory = root.File("out"), Steps = 6, LearningRate = 3e-3,
+            BatchSize = 2, SeqLen = 32, Seed = 5, CheckpointEvery = 0, ValidationFraction = 0.1, StopAfter = 2,
+        };
+        Distiller.Run(options, TextWriter.Null);
+        var e = Assert.Throws<Arwkv.IO.CheckpointException>(() => Distiller.Run(options with { Resume = true, ValidationFraction = 0.2, StopAfter = 0 }, TextWriter.Null))!;
+        Assert.That(e.Message, Does.Contain("training sequences"));
+        Trainer resumed = Distiller.Run(options with { Resume = true, StopAfter = 0 }, TextWriter.Null)!;
+        Assert.That(resumed.Step, Is.EqualTo(6));
+    }
 }

@@ -59,6 +59,9 @@ internal sealed class BatchIterator
 
     public int BatchesPerEpoch => _sequences.Count / BatchSize;
 
+    /// <summary>Sequences the batches are drawn from (their order, and so every batch, depends on the count).</summary>
+    public int SequenceCount => _sequences.Count;
+
     /// <summary>The position of the batch <see cref="Next"/> returns next.</summary>
     public BatchPosition Position { get; private set; }
 
