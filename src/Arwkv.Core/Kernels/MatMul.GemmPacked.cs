@@ -169,33 +169,19 @@ public static unsafe partial class MatMul
         int rowBlocks = (r1 - r0 + PackRows - 1) / PackRows;
         int blockLength = steps * PackRows * Lanes;
         float* wBlock = PackedRowsBuffer(blockLength, steps * Lanes, out float* rowBuffer);
-        int elementSize = w.Type.SizeOf();
+        int linesPerRow = (int)(((long)n * w.Type.SizeOf() + 63) / 64);
         float* tile = stackalloc float[32];
-        int rows = w.Rows;
         for (int k = 0; k < rowBlocks; k++)
         {
             int r = r0 + k * PackRows;
             int rowCount = Math.Min(PackRows, r1 - r);
             PackRowBlock(w, r, rowCount, work.C0, n, steps, wBlock, rowBuffer);
-            int nextRows = Math.Min(PackRows, r1 - r - PackRows);
-            long rowBytes = (long)n * elementSize;
-            int linesPerRow = (int)((rowBytes + 63) / 64);
-            int nextLines = Math.Max(0, nextRows) * linesPerRow;
+            int nextLines = Math.Max(0, Math.Min(PackRows, r1 - r - PackRows)) * linesPerRow;
             for (int b = 0; b < work.Blocks; b++)
             {
-                // The next row block's first read comes from memory: fetched in slices while this block computes, it
-                // is in L2 when PackRowBlock needs it.
-                for (int line = nextLines * b / work.Blocks, end = nextLines * (b + 1) / work.Blocks; line < end; line++)
-                {
-                    int row = line / linesPerRow;
-                    Sse.Prefetch1((byte*)w.RowPointer(r + PackRows + row) + (nint)work.C0 * elementSize + (line - row * linesPerRow) * 64);
-                }
-                float* xBlock = work.XPacked + ((long)b * work.PaddedCols + work.C0) * PackTokens;
-                Micro4x6Packed(wBlock, xBlock, steps, tile);
-                int tokenCount = Math.Min(PackTokens, work.Tokens - b * PackTokens);
-                float* y = work.Y + (long)b * PackTokens * rows + r;
-                if (rowCount == PackRows) WriteTile4(tile, y, rows, tokenCount, work.Accumulate);
-                else WriteTilePartial(tile, y, rows, tokenCount, rowCount, work.Accumulate);
+                PrefetchSlice(w, r + PackRows, work.C0, linesPerRow, nextLines, b, work.Blocks);
+                Micro4x6Packed(wBlock, work.XPacked + ((long)b * work.PaddedCols + work.C0) * PackTokens, steps, tile);
+                WriteTile(tile, work, b, r, rowCount);
             }
         }
     }
@@ -210,7 +196,6 @@ public static unsafe partial class MatMul
         int n = work.C1 - work.C0;
         int pairs = n / 32;
         float* tile = stackalloc float[32];
-        int rows = w.Rows;
         int linesPerRow = (n * sizeof(ushort) + 63) / 64;
         for (int r = r0; r < r1; r += PackRows)
         {
@@ -222,21 +207,37 @@ public static unsafe partial class MatMul
             int nextLines = Math.Max(0, Math.Min(PackRows, r1 - r - PackRows)) * linesPerRow;
             for (int b = 0; b < work.Blocks; b++)
             {
-                // The next rows' first read comes from memory: fetched in slices while these rows compute, they are in
-                // L2 when their turn comes.
-                for (int line = nextLines * b / work.Blocks, end = nextLines * (b + 1) / work.Blocks; line < end; line++)
-                {
-                    int row = line / linesPerRow;
-                    Sse.Prefetch1((byte*)RowAt(w, r + PackRows + row, work.C0) + (line - row * linesPerRow) * 64);
-                }
-                float* xBlock = work.XPacked + ((long)b * work.PaddedCols + work.C0) * PackTokens;
-                Micro4x6Bf16(p0, p1, p2, p3, xBlock, pairs, tile);
-                int tokenCount = Math.Min(PackTokens, work.Tokens - b * PackTokens);
-                float* y = work.Y + (long)b * PackTokens * rows + r;
-                if (rowCount == PackRows) WriteTile4(tile, y, rows, tokenCount, work.Accumulate);
-                else WriteTilePartial(tile, y, rows, tokenCount, rowCount, work.Accumulate);
+                PrefetchSlice(w, r + PackRows, work.C0, linesPerRow, nextLines, b, work.Blocks);
+                Micro4x6Bf16(p0, p1, p2, p3, work.XPacked + ((long)b * work.PaddedCols + work.C0) * PackTokens, pairs, tile);
+                WriteTile(tile, work, b, r, rowCount);
             }
         }
+    }
+
+    /// <summary>
+    /// Slice <paramref name="slice"/> of <paramref name="slices"/> of the next rows' <paramref name="lines"/> cache lines
+    /// (columns from <paramref name="c0"/>), fetched into L2: their first read comes from memory, and spread over the
+    /// current rows' token blocks it is there when their turn comes.
+    /// </summary>
+    static void PrefetchSlice(WeightMatrix w, int firstRow, int c0, int linesPerRow, int lines, int slice, int slices)
+    {
+        int line = lines * slice / slices, end = lines * (slice + 1) / slices;
+        if (line == end) return;
+        nint columnOffset = (nint)c0 * w.Type.SizeOf();
+        for (; line < end; line++)
+        {
+            int row = line / linesPerRow;
+            Sse.Prefetch1((byte*)w.RowPointer(firstRow + row) + columnOffset + (line - row * linesPerRow) * 64);
+        }
+    }
+
+    /// <summary>Stores (or adds) token block <paramref name="block"/>'s tile of rows [r, r + rowCount) into Y.</summary>
+    static void WriteTile(float* tile, in PackedGemmWork work, int block, int r, int rowCount)
+    {
+        int rows = work.W.Rows, tokens = Math.Min(PackTokens, work.Tokens - block * PackTokens);
+        float* y = work.Y + (long)block * PackTokens * rows + r;
+        if (rowCount == PackRows) WriteTile4(tile, y, rows, tokens, work.Accumulate);
+        else WriteTilePartial(tile, y, rows, tokens, rowCount, work.Accumulate);
     }
 
     static ushort* RowAt(WeightMatrix w, int row, int column) => (ushort*)(w.Data + ((nint)row * w.Cols + column) * sizeof(ushort));
