@@ -115,7 +115,7 @@ internal sealed class RwkvTimeMix
         // of a 0.5B prefill.
         int slices = rows > 1 && pool.ThreadCount > 1 ? Math.Min((rows + 7) / 8, 4 * pool.ThreadCount) : 1;
         var work = new TokenSliceWork { Mix = this, Scratch = s, Shift = shift, Rows = rows, Slices = slices, FirstLayer = firstLayer };
-        if (slices == 1) work.Execute(0);
+        if (slices == 1) MixTokens(0, rows, s, shift);
         else pool.Run(ref work, slices);
         s.Normed.AsSpan((rows - 1) * C, C).CopyTo(shift);
         ForwardProfile.Lap(ForwardPhase.TimeMixShift);
