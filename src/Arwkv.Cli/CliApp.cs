@@ -47,10 +47,10 @@ internal static partial class CliApp
         return root;
     }
 
-    private delegate Task<int> CommandBody(ParseResult result, TextWriter output, TextWriter error, CancellationToken cancellationToken);
+    internal delegate Task<int> CommandBody(ParseResult result, TextWriter output, TextWriter error, CancellationToken cancellationToken);
 
     /// <summary>Runs <paramref name="body"/> so that every failure is one line on stderr and a non-zero exit code, never a stack trace.</summary>
-    private static void SetBody(Command command, CommandBody body)
+    internal static void SetBody(Command command, CommandBody body)
     {
         command.SetAction(async (result, cancellationToken) =>
         {

@@ -28,7 +28,8 @@ internal static class MakeRandomCommand
         command.Options.Add(dtype);
         command.Options.Add(seed);
         command.Options.Add(arch);
-        command.SetAction(parse =>
+        // Through the shared body, so a bad preset or a failed write is one line on stderr, not a stack trace.
+        CliApp.SetBody(command, (parse, stdout, _, _) =>
         {
             DType type = parse.GetValue(dtype) switch { "f32" => DType.F32, "f16" => DType.F16, _ => DType.BF16 };
             string dir = parse.GetValue(output)!;
@@ -36,17 +37,8 @@ internal static class MakeRandomCommand
             long bytes;
             if (parse.GetValue(arch) == "qwen2")
             {
-                Qwen2Config teacher = parse.GetValue(preset) switch
-                {
-                    "tiny" => new Qwen2Config { HiddenSize = 64, NumLayers = 2, IntermediateSize = 160, VocabSize = 512, NumAttentionHeads = 4, NumKeyValueHeads = 2 },
-                    "qwen2.5-0.5b" => new Qwen2Config
-                    {
-                        HiddenSize = 896, NumLayers = 24, IntermediateSize = 4864, VocabSize = 151936, NumAttentionHeads = 14, NumKeyValueHeads = 2,
-                        RopeTheta = 1000000, TieWordEmbeddings = true, EosTokenIds = [151645, 151643],
-                    },
-                    _ => throw new UsageException("--arch qwen2 has the presets tiny and qwen2.5-0.5b"),
-                };
-                bytes = WriteRandomQwen2(dir, teacher, type, (ulong)parse.GetValue(seed));
+                if (parse.GetValue(preset) == "arwkv-7b") throw new UsageException("--arch qwen2 has the presets tiny and qwen2.5-0.5b");
+                bytes = RandomCheckpointWriter.WriteQwen2(dir, RandomCheckpointWriter.Qwen2Preset(parse.GetValue(preset)!), type, (ulong)parse.GetValue(seed));
             }
             else
             {
@@ -54,25 +46,9 @@ internal static class MakeRandomCommand
                 Directory.CreateDirectory(dir);
                 bytes = RandomCheckpointWriter.Write(dir, config, new ArwkvLoraRanks(), type, (ulong)parse.GetValue(seed));
             }
-            Console.WriteLine($"wrote {dir} ({bytes / 1048576.0:F0} MiB, {parse.GetValue(preset)}, {type}) in {clock.Elapsed.TotalSeconds:F1} s");
-            return 0;
+            stdout.WriteLine($"wrote {dir} ({bytes / 1048576.0:F0} MiB, {parse.GetValue(preset)}, {type}) in {clock.Elapsed.TotalSeconds:F1} s");
+            return Task.FromResult(0);
         });
         return command;
-    }
-
-    /// <summary>A random Qwen2 teacher: matrices scaled by 1/sqrt(fan-in), norms near one, small biases.</summary>
-    private static long WriteRandomQwen2(string directory, Qwen2Config config, DType type, ulong seed)
-    {
-        var random = new Arwkv.Training.Data.SplitMix64(seed);
-        var tensors = new Dictionary<string, float[]>();
-        foreach (var (name, shape) in Qwen2Checkpoint.TensorShapes(config))
-        {
-            var values = new float[shape.Aggregate(1L, (a, b) => a * b)];
-            var (lo, hi) = name.EndsWith(".bias", StringComparison.Ordinal) ? (-0.1, 0.1) : RandomCheckpointWriter.Range(name, shape);
-            for (long i = 0; i < values.LongLength; i++) values[i] = (float)(lo + (hi - lo) * ((random.Next() >> 11) * (1.0 / (1UL << 53))));
-            tensors[name] = values;
-        }
-        Qwen2Checkpoint.Write(directory, config, tensors, type);
-        return new FileInfo(Path.Combine(directory, "model.safetensors")).Length;
     }
 }

@@ -56,6 +56,13 @@ internal static class Qwen2Checkpoint
 
         Directory.CreateDirectory(directory);
         SafeTensorsWriter.Write(Path.Combine(directory, "model.safetensors"), toWrite, new Dictionary<string, string> { ["format"] = "pt" });
+        WriteConfig(directory, config, type);
+    }
+
+    /// <summary>Writes config.json (Hugging Face's Qwen2 keys) into <paramref name="directory"/>, atomically.</summary>
+    public static void WriteConfig(string directory, Qwen2Config config, DType type)
+    {
+        Directory.CreateDirectory(directory);
         AtomicFile.Write(Path.Combine(directory, "config.json"), stream =>
         {
             using var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });

@@ -6,7 +6,7 @@ using Arwkv.IO;
 namespace Arwkv;
 
 /// <summary>
-/// Writes a random ARWKV checkpoint of any size as a single safetensors file, generating values in small chunks so
+/// Writes a random ARWKV (or Qwen2 teacher) checkpoint of any size as a single safetensors file, generating values in small chunks so
 /// that a multi-gigabyte model never needs its weights in memory. For speed measurements and memory tests: the values
 /// have plausible scales (activations stay of order one) but carry no knowledge.
 /// </summary>
@@ -23,11 +23,35 @@ internal static class RandomCheckpointWriter
         _ => throw new ArgumentException($"unknown preset '{name}' (tiny, qwen2.5-0.5b, arwkv-7b)"),
     };
 
+    /// <summary>Qwen2 teacher shapes for --arch qwen2: a tiny one and Qwen2.5-0.5B's (tied, as the real one).</summary>
+    public static Qwen2Config Qwen2Preset(string name) => name switch
+    {
+        "tiny" => new Qwen2Config { HiddenSize = 64, NumLayers = 2, IntermediateSize = 160, VocabSize = 512, NumAttentionHeads = 4, NumKeyValueHeads = 2 },
+        "qwen2.5-0.5b" => new Qwen2Config
+        {
+            HiddenSize = 896, NumLayers = 24, IntermediateSize = 4864, VocabSize = 151936, NumAttentionHeads = 14, NumKeyValueHeads = 2,
+            RopeTheta = 1000000, TieWordEmbeddings = true, EosTokenIds = [151645, 151643],
+        },
+        _ => throw new ArgumentException($"unknown Qwen2 preset '{name}' (tiny, qwen2.5-0.5b)"),
+    };
+
     /// <summary>Writes config.json and model.safetensors into <paramref name="directory"/>; returns the weights' size in bytes.</summary>
     public static long Write(string directory, ArwkvConfig config, ArwkvLoraRanks ranks, DType type, ulong seed = 42)
     {
         ArwkvCheckpointLayout.WriteConfig(directory, config);
-        var layout = ArwkvCheckpointLayout.Tensors(config, ranks).ToList();
+        return WriteWeights(directory, ArwkvCheckpointLayout.Tensors(config, ranks).ToList(), type, seed);
+    }
+
+    /// <summary>A random Qwen2ForCausalLM teacher: config.json and model.safetensors; returns the weights' size in bytes.</summary>
+    public static long WriteQwen2(string directory, Qwen2Config config, DType type, ulong seed = 42)
+    {
+        config.Validate(Path.Combine(directory, "config.json"));
+        Qwen2Checkpoint.WriteConfig(directory, config, type);
+        return WriteWeights(directory, Qwen2Checkpoint.TensorShapes(config), type, seed);
+    }
+
+    private static long WriteWeights(string directory, IReadOnlyList<(string Name, long[] Shape)> layout, DType type, ulong seed)
+    {
         int size = type.SizeOf();
         var header = new MemoryStream();
         using (var json = new Utf8JsonWriter(header))
@@ -102,11 +126,13 @@ internal static class RandomCheckpointWriter
 
     /// <summary>
     /// The uniform range for a tensor's random values: scales that keep activations of order one (matrices by
-    /// 1/sqrt(fan-in); lerps, decays and norms in their meaningful intervals). Shared with the test fixtures.
+    /// 1/sqrt(fan-in); lerps, decays and norms in their meaningful intervals; Qwen2's biases small). Shared with the
+    /// test fixtures.
     /// </summary>
     internal static (double Lo, double Hi) Range(string name, long[] shape)
     {
         string[] parts = name.Split('.');
+        if (parts[^1] == "bias") return (-0.1, 0.1);
         string leaf = parts[^1] == "weight" ? parts[^2] : parts[^1];
         double fanIn = shape.Length == 2 ? (name.Contains("time_mixer.") && !name.EndsWith(".weight") ? shape[0] : shape[1]) : 1;
         return leaf switch
