@@ -11,20 +11,25 @@ sealed unsafe class BenchMatrix : IDisposable
     public BenchMatrix(DType type, int rows, int cols, int seed = 1)
     {
         long count = (long)rows * cols;
-        Memory = (nint)NativeMemory.AlignedAlloc((nuint)(count * type.SizeOf()), 64);
+        Memory = (nint)NativeMemory.AlignedAlloc((nuint)(count * type.SizeOf() + 64), 64);
+        // ARWKV_BENCH_MISALIGN=N starts the matrix N bytes past a cache line, as the tensors of a safetensors file
+        // whose data section is only 8-byte aligned are.
+        _data = Memory + (int.TryParse(Environment.GetEnvironmentVariable("ARWKV_BENCH_MISALIGN"), out int skew) ? skew : 0);
         var random = new Random(seed);
         for (long i = 0; i < count; i++)
         {
             float v = (float)(random.NextDouble() * 2 - 1) * 0.05f;
             switch (type)
             {
-                case DType.F32: ((float*)Memory)[i] = v; break;
-                case DType.F16: ((Half*)Memory)[i] = (Half)v; break;
-                default: ((ushort*)Memory)[i] = Arwkv.Kernels.Convert.Float32ToBFloat16(v); break;
+                case DType.F32: ((float*)_data)[i] = v; break;
+                case DType.F16: ((Half*)_data)[i] = (Half)v; break;
+                default: ((ushort*)_data)[i] = Arwkv.Kernels.Convert.Float32ToBFloat16(v); break;
             }
         }
-        Matrix = new WeightMatrix(Memory, type, rows, cols);
+        Matrix = new WeightMatrix(_data, type, rows, cols);
     }
+
+    readonly nint _data;
 
     public nint Memory { get; }
     public WeightMatrix Matrix { get; }

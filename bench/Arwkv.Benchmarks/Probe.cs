@@ -25,6 +25,19 @@ static class Probe
             Console.WriteLine($"FMA peak, one thread, registers only: {flops / seconds / 1e9,7:F1} GFLOP/s  (per CPU-second {flops / LastCpuSeconds / 1e9,6:F1})");
         }
         if (only == "micro") MicroProbe();
+        if (only == "gemmbf16")
+        {
+            // One shape, long enough to profile: the MLP gate/up projection of the 0.5B model.
+            const int tokens = 128;
+            using var m = new BenchMatrix(DType.BF16, 4864, 896);
+            var x = BenchMatrix.RandomVector(896 * tokens);
+            var y = new float[4864 * tokens];
+            for (int round = 0; round < 5; round++)
+            {
+                double seconds = Median(() => MatMul.Gemm(m.Matrix, x, y, tokens, pool), 2L * 4864 * 896 * tokens / 50);
+                Console.WriteLine($"Gemm BF16 4864x896 x{tokens}: {seconds * 1e3,8:F2} ms {2.0 * 4864 * 896 * tokens / seconds / 1e9,7:F1} GFLOP/s");
+            }
+        }
         if (only == "gemmdram")
         {
             // The model's case: every Gemm call meets weights that are not in any cache (24 matrices, 209 MB).

@@ -30,12 +30,15 @@ public static unsafe partial class MatMul
         int paddedCols = (cols + Lanes - 1) & ~(Lanes - 1);
         int blocks = (tokens + PackTokens - 1) / PackTokens;
         long packedLength = (long)blocks * paddedCols * PackTokens;
-        if (packedLength > Array.MaxLength) throw new ArgumentException("too many tokens x columns for one Gemm call");
-        float[] rented = ArrayPool<float>.Shared.Rent((int)packedLength);
+        if (packedLength + Lanes > Array.MaxLength) throw new ArgumentException("too many tokens x columns for one Gemm call");
+        float[] rented = ArrayPool<float>.Shared.Rent((int)packedLength + Lanes);
         try
         {
-            fixed (float* packed = rented)
+            fixed (float* unaligned = rented)
             {
+                // Every micro-kernel load of X is a whole 64-byte vector: aligned, each is one cache line, where a pooled
+                // array's 16-byte alignment would split every one of them across two.
+                float* packed = AlignTo64(unaligned);
                 // BF16 weights whose rows split into whole 32-column steps are read in place by Micro4x6Bf16 (chunk is a
                 // multiple of 32, so every column chunk is too); other types are widened into a packed block first.
                 bool direct = w.Type == DType.BF16 && cols % 32 == 0 && !ForcePackedBf16;
@@ -260,18 +263,23 @@ public static unsafe partial class MatMul
                 y[i] = accumulate ? y[i] + tile[j * PackRows + i] : tile[j * PackRows + i];
     }
 
-    /// <summary>This thread's scratch for widened rows (grown as needed, pinned, so its address is stable).</summary>
+    /// <summary>
+    /// This thread's scratch for widened rows (grown as needed, pinned, so its address is stable), 64-byte aligned so
+    /// that no micro-kernel load splits across cache lines.
+    /// </summary>
     static float* PackedRowsBuffer(int length, int rowLength, out float* rowBuffer)
     {
         var packedArray = t_packedRows;
-        if (packedArray is null || packedArray.Length < length)
-            t_packedRows = packedArray = GC.AllocateUninitializedArray<float>(Math.Max(length, 4096), pinned: true);
+        if (packedArray is null || packedArray.Length < length + Lanes)
+            t_packedRows = packedArray = GC.AllocateUninitializedArray<float>(Math.Max(length, 4096) + Lanes, pinned: true);
         var rowArray = t_rowBuffer;
-        if (rowArray is null || rowArray.Length < rowLength)
-            t_rowBuffer = rowArray = GC.AllocateUninitializedArray<float>(Math.Max(rowLength, 1024), pinned: true);
-        rowBuffer = (float*)Unsafe.AsPointer(ref rowArray[0]);
-        return (float*)Unsafe.AsPointer(ref packedArray[0]);
+        if (rowArray is null || rowArray.Length < rowLength + Lanes)
+            t_rowBuffer = rowArray = GC.AllocateUninitializedArray<float>(Math.Max(rowLength, 1024) + Lanes, pinned: true);
+        rowBuffer = AlignTo64((float*)Unsafe.AsPointer(ref rowArray[0]));
+        return AlignTo64((float*)Unsafe.AsPointer(ref packedArray[0]));
     }
+
+    static float* AlignTo64(float* p) => (float*)(((nint)p + 63) & ~(nint)63);
 
     /// <summary>Widens W[r0 .. r0+rowCount, c0 .. c0+n) into [step][row][16], zero-padded to 4 rows and steps*16 columns.</summary>
     static void PackRowBlock(WeightMatrix w, int r0, int rowCount, int c0, int n, int steps, float* packed, float* row)
