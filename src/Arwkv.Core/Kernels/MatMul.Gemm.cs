@@ -38,9 +38,7 @@ public static unsafe partial class MatMul
             if (!accumulate) y[..(tokens * w.Rows)].Clear();
             return;
         }
-        int maxChunk = Math.Max(256, GemmXChunkBytes / (4 * tokens)) & ~31;
-        int chunks = (cols + maxChunk - 1) / maxChunk;
-        int chunk = ((cols + chunks - 1) / chunks + 31) & ~31;
+        int chunk = GemmChunk(cols, tokens);
         var isa = Isa;
         fixed (float* xp = x)
         fixed (float* yp = y)
@@ -61,6 +59,14 @@ public static unsafe partial class MatMul
                 else pool.Run(ref work, items);
             }
         }
+    }
+
+    /// <summary>Columns per pass: equal chunks, multiples of 32, whose slice of X (all tokens) fits in L2.</summary>
+    static int GemmChunk(int cols, int tokens)
+    {
+        int maxChunk = Math.Max(256, GemmXChunkBytes / (4 * tokens)) & ~31;
+        int chunks = (cols + maxChunk - 1) / maxChunk;
+        return ((cols + chunks - 1) / chunks + 31) & ~31;
     }
 
     struct GemmWork : IParallelWork

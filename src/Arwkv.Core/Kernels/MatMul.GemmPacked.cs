@@ -26,12 +26,26 @@ public static unsafe partial class MatMul
 
     static void GemmPacked(WeightMatrix w, float* x, float* y, int tokens, bool accumulate, KernelThreadPool? pool, int chunk)
     {
-        int cols = w.Cols;
+        var work = new PackedGemmWork { W = w, Y = y, Count = 1 };
+        GemmPacked(ref work, x, tokens, accumulate, pool, chunk);
+    }
+
+    /// <summary>
+    /// Runs the <paramref name="work"/>'s matrices (W, W1, W2 up to Count; all with the same columns) or its SwiGLU pair
+    /// over one packing of X, as one parallel pass per column chunk: one dispatch where separate calls would pay a
+    /// packing, a hand-off to the threads and a partly idle tail each.
+    /// </summary>
+    static void GemmPacked(ref PackedGemmWork work, float* x, int tokens, bool accumulate, KernelThreadPool? pool, int chunk,
+        float* x1 = null, float* x2 = null)
+    {
+        int cols = work.W.Cols;
         int paddedCols = (cols + Lanes - 1) & ~(Lanes - 1);
         int blocks = (tokens + PackTokens - 1) / PackTokens;
         long packedLength = (long)blocks * paddedCols * PackTokens;
         if (packedLength + Lanes > Array.MaxLength) throw new ArgumentException("too many tokens x columns for one Gemm call");
-        float[] rented = ArrayPool<float>.Shared.Rent((int)packedLength + Lanes);
+        int inputs = x1 is null ? 1 : x2 is null ? 2 : 3;
+        if (inputs * packedLength + Lanes > Array.MaxLength) throw new ArgumentException("too many tokens x columns for one Gemm call");
+        float[] rented = ArrayPool<float>.Shared.Rent((int)(inputs * packedLength) + Lanes);
         try
         {
             fixed (float* unaligned = rented)
@@ -41,19 +55,31 @@ public static unsafe partial class MatMul
                 float* packed = AlignTo64(unaligned);
                 // BF16 weights whose rows split into whole 32-column steps are read in place by Micro4x6Bf16 (chunk is a
                 // multiple of 32, so every column chunk is too); other types are widened into a packed block first.
-                bool direct = w.Type == DType.BF16 && cols % 32 == 0 && !ForcePackedBf16;
-                if (direct) PackTokenBlocksEvenOdd(x, tokens, cols, packed);
-                else PackTokenBlocks(x, tokens, cols, paddedCols, packed);
+                bool direct = DirectBf16(work.W) && !ForcePackedBf16;
+                for (int i = 0; i < inputs; i++)
+                {
+                    float* source = i == 0 ? x : i == 1 ? x1 : x2;
+                    float* destination = packed + i * packedLength;
+                    if (direct) PackTokenBlocksEvenOdd(source, tokens, cols, destination);
+                    else PackTokenBlocks(source, tokens, cols, paddedCols, destination);
+                }
+                work.XPacked1 = inputs > 1 ? packed + packedLength : packed;
+                work.XPacked2 = inputs > 2 ? packed + 2 * packedLength : work.XPacked1;
+                int totalRows = work.W.Rows + (work.Count > 1 ? work.W1.Rows : 0) + (work.Count > 2 ? work.W2.Rows : 0);
                 int rowsPerItem = PackedRowsPerItem;
                 int threads = pool?.ThreadCount ?? 1;
                 // At least 16 items per thread where rows allow: the pool hands items out dynamically, and a thread that
                 // starts late or is preempted should not leave the others idle behind one large last item.
-                while (rowsPerItem > 16 && w.Rows < rowsPerItem * 16L * threads) rowsPerItem /= 2;
-                var work = new PackedGemmWork
-                {
-                    W = w, XPacked = packed, Y = y, Tokens = tokens, Blocks = blocks, PaddedCols = paddedCols, DirectBf16 = direct, RowsPerItem = rowsPerItem,
-                };
-                int items = (w.Rows + rowsPerItem - 1) / rowsPerItem;
+                while (rowsPerItem > 16 && totalRows < rowsPerItem * 16L * threads) rowsPerItem /= 2;
+                work.XPacked = packed;
+                work.Tokens = tokens;
+                work.Blocks = blocks;
+                work.PaddedCols = paddedCols;
+                work.DirectBf16 = direct;
+                work.RowsPerItem = rowsPerItem;
+                work.ItemStart1 = Items(work.W.Rows, rowsPerItem);
+                work.ItemStart2 = work.ItemStart1 + (work.Count > 1 ? Items(work.W1.Rows, rowsPerItem) : 0);
+                int items = work.ItemStart2 + (work.Count > 2 ? Items(work.W2.Rows, rowsPerItem) : 0);
                 for (int c0 = 0; c0 < cols; c0 += chunk)
                 {
                     work.C0 = c0;
@@ -69,6 +95,11 @@ public static unsafe partial class MatMul
             ArrayPool<float>.Shared.Return(rented);
         }
     }
+
+    static int Items(int rows, int rowsPerItem) => (rows + rowsPerItem - 1) / rowsPerItem;
+
+    /// <summary>Whether <see cref="Micro4x6Bf16"/> can read the matrix in place.</summary>
+    static bool DirectBf16(WeightMatrix w) => w.Type == DType.BF16 && w.Cols % 32 == 0;
 
     /// <summary>Tests set this to run BF16 through the widening path as well (to cover both on one machine).</summary>
     [ThreadStatic] internal static bool ForcePackedBf16;
@@ -142,20 +173,31 @@ public static unsafe partial class MatMul
 
     struct PackedGemmWork : IParallelWork
     {
-        public WeightMatrix W;
-        public float* XPacked;
-        public float* Y;
+        // Up to three matrices over the same X (Count), each with its own output; or, with SwiGlu, W the gate and W1 the
+        // up projection of one output.
+        public WeightMatrix W, W1, W2;
+        public float* Y, Y1, Y2;
+        public int Count;
+        public bool SwiGlu;
+        // Packed X of W, W1 and W2 (the same where the matrices share their input).
+        public float* XPacked, XPacked1, XPacked2;
         public int Tokens, Blocks, PaddedCols;
         public int C0, C1;
         public bool Accumulate;
         public bool DirectBf16;
         public int RowsPerItem;
+        public int ItemStart1, ItemStart2;
 
         public readonly void Execute(int index)
         {
-            int r0 = index * RowsPerItem, r1 = Math.Min(W.Rows, (index + 1) * RowsPerItem);
-            if (DirectBf16) Bf16RowPanel(this, r0, r1);
-            else PackedRowPanel(this, r0, r1);
+            int matrix = index >= ItemStart2 && Count > 2 ? 2 : index >= ItemStart1 && Count > 1 ? 1 : 0;
+            int local = index - (matrix == 2 ? ItemStart2 : matrix == 1 ? ItemStart1 : 0);
+            var w = matrix == 2 ? W2 : matrix == 1 ? W1 : W;
+            float* y = matrix == 2 ? Y2 : matrix == 1 ? Y1 : Y;
+            float* x = matrix == 2 ? XPacked2 : matrix == 1 ? XPacked1 : XPacked;
+            int r0 = local * RowsPerItem, r1 = Math.Min(w.Rows, (local + 1) * RowsPerItem);
+            if (DirectBf16) Bf16RowPanel(this, w, x, y, r0, r1);
+            else PackedRowPanel(this, w, x, y, r0, r1);
         }
     }
 
@@ -164,9 +206,8 @@ public static unsafe partial class MatMul
     /// L1-resident buffer (at most 16 KB), then every token block streams past it from L2, the faster of the two
     /// loop orders (the micro-kernel alone runs at about 95% of the FMA peak this way).
     /// </summary>
-    static void PackedRowPanel(in PackedGemmWork work, int r0, int r1)
+    static void PackedRowPanel(in PackedGemmWork work, WeightMatrix w, float* xPacked, float* y, int r0, int r1)
     {
-        var w = work.W;
         int n = work.C1 - work.C0;
         int steps = (n + Lanes - 1) / Lanes;
         int rowBlocks = (r1 - r0 + PackRows - 1) / PackRows;
@@ -183,8 +224,8 @@ public static unsafe partial class MatMul
             for (int b = 0; b < work.Blocks; b++)
             {
                 PrefetchSlice(w, r + PackRows, work.C0, linesPerRow, nextLines, b, work.Blocks);
-                Micro4x6Packed(wBlock, work.XPacked + ((long)b * work.PaddedCols + work.C0) * PackTokens, steps, tile);
-                WriteTile(tile, work, b, r, rowCount);
+                Micro4x6Packed(wBlock, xPacked + ((long)b * work.PaddedCols + work.C0) * PackTokens, steps, tile);
+                WriteTile(tile, work, y, w.Rows, b, r, rowCount);
             }
         }
     }
@@ -196,26 +237,44 @@ public static unsafe partial class MatMul
     /// streaming X past a row block does (in-process A/B: prefill 5% faster, the down projection alone 20%). A short
     /// last row block repeats its last row and drops the extra results.
     /// </summary>
-    static void Bf16RowPanel(in PackedGemmWork work, int r0, int r1)
+    static void Bf16RowPanel(in PackedGemmWork work, WeightMatrix w, float* xPacked, float* y, int r0, int r1)
     {
-        var w = work.W;
         int n = work.C1 - work.C0;
         int pairs = n / 32;
         float* tile = stackalloc float[32];
+        float* upTile = stackalloc float[32];
+        var up = work.W1;
         for (int b = 0; b < work.Blocks; b++)
         {
-            float* xBlock = work.XPacked + ((long)b * work.PaddedCols + work.C0) * PackTokens;
+            float* xBlock = xPacked + ((long)b * work.PaddedCols + work.C0) * PackTokens;
             for (int r = r0; r < r1; r += PackRows)
             {
                 int rowCount = Math.Min(PackRows, r1 - r);
-                ushort* p0 = RowAt(w, r, work.C0);
-                ushort* p1 = RowAt(w, r + Math.Min(1, rowCount - 1), work.C0);
-                ushort* p2 = RowAt(w, r + Math.Min(2, rowCount - 1), work.C0);
-                ushort* p3 = RowAt(w, r + Math.Min(3, rowCount - 1), work.C0);
-                Micro4x6Bf16(p0, p1, p2, p3, xBlock, pairs, tile);
-                WriteTile(tile, work, b, r, rowCount);
+                int last = rowCount - 1;
+                Micro4x6Bf16(RowAt(w, r, work.C0), RowAt(w, r + Math.Min(1, last), work.C0), RowAt(w, r + Math.Min(2, last), work.C0),
+                    RowAt(w, r + Math.Min(3, last), work.C0), xBlock, pairs, tile);
+                if (work.SwiGlu)
+                {
+                    Micro4x6Bf16(RowAt(up, r, work.C0), RowAt(up, r + Math.Min(1, last), work.C0), RowAt(up, r + Math.Min(2, last), work.C0),
+                        RowAt(up, r + Math.Min(3, last), work.C0), xBlock, pairs, upTile);
+                    SwiGluTile(tile, upTile);
+                }
+                WriteTile(tile, work, y, w.Rows, b, r, rowCount);
             }
         }
+    }
+
+    /// <summary>
+    /// gate = silu(gate) * up over a tile, in the order of the separate pass (g * u, then times sigmoid(g)), so fused and
+    /// unfused products agree bit for bit.
+    /// </summary>
+    static void SwiGluTile(float* gate, float* up)
+    {
+        var g = new Span<float>(gate, 32);
+        var u = new Span<float>(up, 32);
+        TensorPrimitives.Multiply(g, u, u);
+        TensorPrimitives.Sigmoid(g, g);
+        TensorPrimitives.Multiply(g, u, g);
     }
 
     /// <summary>
@@ -235,11 +294,11 @@ public static unsafe partial class MatMul
         }
     }
 
-    /// <summary>Stores (or adds) token block <paramref name="block"/>'s tile of rows [r, r + rowCount) into Y.</summary>
-    static void WriteTile(float* tile, in PackedGemmWork work, int block, int r, int rowCount)
+    /// <summary>Stores (or adds) token block <paramref name="block"/>'s tile of rows [r, r + rowCount) into y ([tokens, rows]).</summary>
+    static void WriteTile(float* tile, in PackedGemmWork work, float* y, int rows, int block, int r, int rowCount)
     {
-        int rows = work.W.Rows, tokens = Math.Min(PackTokens, work.Tokens - block * PackTokens);
-        float* y = work.Y + (long)block * PackTokens * rows + r;
+        int tokens = Math.Min(PackTokens, work.Tokens - block * PackTokens);
+        y += (long)block * PackTokens * rows + r;
         if (rowCount == PackRows) WriteTile4(tile, y, rows, tokens, work.Accumulate);
         else WriteTilePartial(tile, y, rows, tokens, rowCount, work.Accumulate);
     }

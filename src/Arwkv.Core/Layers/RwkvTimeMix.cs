@@ -121,9 +121,7 @@ internal sealed class RwkvTimeMix
         ForwardProfile.Lap(ForwardPhase.TimeMixShift);
 
         Span<float> r = s.R.AsSpan(0, n), k = s.K.AsSpan(0, n), v = s.V.AsSpan(0, n);
-        Projection.Apply(Receptance, s.XR, r, rows, pool);
-        Projection.Apply(Key, s.XK, k, rows, pool);
-        Projection.Apply(Value, s.XV, v, rows, pool);
+        MatMul.Gemm3(Receptance, s.XR, r, Key, s.XK, k, Value, s.XV, v, rows, pool);
         ForwardProfile.Lap(ForwardPhase.TimeMixProjections);
 
         work.Phase = 1;

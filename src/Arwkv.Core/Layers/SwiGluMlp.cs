@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using Arwkv.Diagnostics;
 using Arwkv.Kernels;
 
@@ -26,37 +25,11 @@ internal sealed unsafe class SwiGluMlp
     {
         int n = rows * Gate.Rows;
         Span<float> gate = gateBuffer[..n], up = upBuffer[..n];
-        Projection.Apply(Gate, x, gate, rows, pool);
-        Projection.Apply(Up, x, up, rows, pool);
+        // On the AVX-512 BF16 path the activation is fused into the product (then MlpActivation records nothing).
+        MatMul.GemmSwiGlu(Gate, Up, x, gate, up, rows, pool);
         ForwardProfile.Lap(ForwardPhase.MlpGateUp);
-        // silu(g) * u = g * u * sigmoid(g), computed in place to need no third buffer; split into one range per thread
-        // (rows x F floats is megabytes in a prefill, milliseconds single-threaded).
-        int parts = rows > 1 ? pool.ThreadCount : 1;
-        fixed (float* g = gate)
-        fixed (float* u = up)
-        {
-            var work = new ActivationWork { Gate = g, Up = u, Length = n, Parts = parts };
-            if (parts == 1) work.Execute(0);
-            else pool.Run(ref work, parts);
-        }
         ForwardProfile.Lap(ForwardPhase.MlpActivation);
         Projection.Apply(Down, gate, output, rows, pool);
         ForwardProfile.Lap(ForwardPhase.MlpDown);
-    }
-
-    private struct ActivationWork : IParallelWork
-    {
-        public float* Gate, Up;
-        public int Length, Parts;
-
-        public readonly void Execute(int index)
-        {
-            int start = (int)((long)Length * index / Parts), end = (int)((long)Length * (index + 1) / Parts);
-            var gate = new Span<float>(Gate + start, end - start);
-            var up = new Span<float>(Up + start, end - start);
-            TensorPrimitives.Multiply(gate, up, up);
-            TensorPrimitives.Sigmoid(gate, gate);
-            TensorPrimitives.Multiply(gate, up, gate);
-        }
     }
 }

@@ -233,6 +233,81 @@ public class MatMulTests
         }
     }
 
+    /// <summary>
+    /// The fused SwiGLU product (the activation applied per tile, AVX-512 BF16) and its fallback on every other path
+    /// must give exactly what two products and the separate activation pass give, and that must match float64.
+    /// </summary>
+    [TestCaseSource(nameof(Paths))]
+    public void GemmSwiGluEqualsSeparateProductsAndActivation(string isaName, DType type)
+    {
+        UsePath(Enum.Parse<KernelIsa>(isaName));
+        var random = new Random(21);
+        using var pool = new KernelThreadPool(2);
+        foreach (var (rows, cols, tokens) in new[] { (67, 96, 13), (130, 64, 6), (5, 32, 1), (9, 100, 7), (64, 2112, 300) })
+        {
+            using var gate = new TestMatrix(type, rows, cols, random);
+            using var up = new TestMatrix(type, rows, cols, random);
+            var x = RandomVector(random, tokens * cols);
+            foreach (var p in new[] { null, pool })
+            {
+                string what = $"{type} {rows}x{cols} tokens {tokens} threads {p?.ThreadCount ?? 1}";
+                var g = new float[tokens * rows];
+                var u = new float[tokens * rows];
+                MatMul.Gemm(gate.Matrix, x, g, tokens, p);
+                MatMul.Gemm(up.Matrix, x, u, tokens, p);
+                gate.AssertProduct(x, g, tokens, "gate " + what);
+                up.AssertProduct(x, u, tokens, "up " + what);
+                var expected = new float[tokens * rows];
+                for (int i = 0; i < expected.Length; i++)
+                {
+                    float product = g[i] * u[i];
+                    expected[i] = 1f / (1f + MathF.Exp(-g[i])) * product;
+                }
+                MatMul.SwiGlu(g, u, p);
+                Assert.That(g, Is.EqualTo(expected).Within(1e-4).Percent, "separate activation " + what);
+
+                var y = new float[tokens * rows];
+                var scratch = new float[tokens * rows];
+                MatMul.GemmSwiGlu(gate.Matrix, up.Matrix, x, y, scratch, tokens, p);
+                Assert.That(y, Is.EqualTo(g), "fused " + what);
+            }
+        }
+    }
+
+    /// <summary>Gemm3 (three products in one pass, each with its own input) must equal three separate products.</summary>
+    [TestCaseSource(nameof(Paths))]
+    public void Gemm3EqualsThreeProducts(string isaName, DType type)
+    {
+        UsePath(Enum.Parse<KernelIsa>(isaName));
+        var random = new Random(22);
+        using var pool = new KernelThreadPool(2);
+        foreach (var (rows, cols, tokens) in new[] { (67, 96, 13), (4, 64, 2), (3, 32, 1), (9, 100, 7), (40, 2112, 64) })
+        {
+            var matrices = new[] { new TestMatrix(type, rows, cols, random), new TestMatrix(type, rows + 5, cols, random), new TestMatrix(type, 2, cols, random) };
+            try
+            {
+                var xs = matrices.Select(_ => RandomVector(random, tokens * cols)).ToArray();
+                foreach (var p in new[] { null, pool })
+                {
+                    var ys = matrices.Select(m => new float[tokens * m.Rows]).ToArray();
+                    MatMul.Gemm3(matrices[0].Matrix, xs[0], ys[0], matrices[1].Matrix, xs[1], ys[1], matrices[2].Matrix, xs[2], ys[2], tokens, p);
+                    for (int i = 0; i < 3; i++)
+                    {
+                        var separate = new float[tokens * matrices[i].Rows];
+                        MatMul.Gemm(matrices[i].Matrix, xs[i], separate, tokens, p);
+                        string what = $"product {i} {type} {matrices[i].Rows}x{cols} tokens {tokens} threads {p?.ThreadCount ?? 1}";
+                        Assert.That(ys[i], Is.EqualTo(separate), what);
+                        matrices[i].AssertProduct(xs[i], ys[i], tokens, what);
+                    }
+                }
+            }
+            finally
+            {
+                foreach (var m in matrices) m.Dispose();
+            }
+        }
+    }
+
     [Test]
     public void NaiveReferenceMatchesFloat64()
     {
