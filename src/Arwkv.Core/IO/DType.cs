@@ -18,10 +18,12 @@ public static class DTypeInfo
     public static int SizeOf(this DType type) => type switch
     {
         DType.F32 => 4,
-        DType.F16 => 2,
-        DType.BF16 => 2,
-        _ => throw new ArgumentOutOfRangeException(nameof(type)),
+        DType.F16 or DType.BF16 => 2,
+        _ => UnknownType(type),
     };
+
+    // Out of line so that SizeOf, called in kernels' inner loops, stays small enough to inline.
+    private static int UnknownType(DType type) => throw new ArgumentOutOfRangeException(nameof(type), type, "unknown dtype");
 
     /// <summary>The dtype string used in safetensors headers ("F32", "F16", "BF16").</summary>
     public static string SafeTensorsName(this DType type) => type switch

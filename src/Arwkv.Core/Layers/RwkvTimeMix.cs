@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using Arwkv.Diagnostics;
 using Arwkv.Kernels;
 
@@ -8,24 +9,43 @@ namespace Arwkv.Layers;
 
 /// <summary>
 /// A LoRA x @ A @ B. A runs through MatMul as <see cref="Down"/> [rank, C] (= A^T, transposed at load, pinned because
-/// the matrix is a raw view of it). B stays [rank, C] as stored: its product is a sum of rank scaled rows, which
-/// vectorizes over C, where a Gemv with only rank columns per row would be mostly loop overhead.
+/// the matrix is a raw view of it), kept in BF16 when the checkpoint stores A in BF16 (exact, and MatMul then reads it
+/// in place instead of widening it on every call). B stays [rank, C] as stored: its product is a sum of rank scaled
+/// rows, which vectorizes over C, where a Gemv with only rank columns per row would be mostly loop overhead.
 /// </summary>
 internal sealed unsafe class LoraWeights
 {
-    private readonly float[] _down, _up;
+    private readonly float[] _up;
+    private readonly Array _down;
 
     /// <param name="a">A [C, rank] in the Hugging Face layout.</param>
     /// <param name="b">B [rank, C] in the Hugging Face layout.</param>
     /// <param name="hidden">C.</param>
     /// <param name="rank">The LoRA rank.</param>
-    public LoraWeights(float[] a, float[] b, int hidden, int rank)
+    /// <param name="aIsBFloat16">Whether A's values are BF16 values (then they are kept in BF16, losslessly).</param>
+    public LoraWeights(float[] a, float[] b, int hidden, int rank, bool aIsBFloat16 = false)
     {
         Rank = rank;
         Hidden = hidden;
-        _down = Transpose(a, hidden, rank);
         _up = b;
-        Down = new WeightMatrix(Address(_down), IO.DType.F32, rank, hidden);
+        float[] transposed = Transpose(a, hidden, rank);
+        if (aIsBFloat16)
+        {
+            var bf16 = GC.AllocateUninitializedArray<ushort>(transposed.Length, pinned: true);
+            for (int i = 0; i < bf16.Length; i++)
+            {
+                uint bits = BitConverter.SingleToUInt32Bits(transposed[i]);
+                if ((bits & 0xFFFF) != 0) throw new ArgumentException("A holds a value that is not a BF16 value", nameof(a));
+                bf16[i] = (ushort)(bits >> 16);
+            }
+            _down = bf16;
+            Down = new WeightMatrix(Address(bf16), IO.DType.BF16, rank, hidden);
+        }
+        else
+        {
+            _down = transposed;
+            Down = new WeightMatrix(Address(transposed), IO.DType.F32, rank, hidden);
+        }
     }
 
     public int Rank { get; }
@@ -35,14 +55,89 @@ internal sealed unsafe class LoraWeights
     /// <summary>output[rows, C] = mid[rows, rank] @ B.</summary>
     public void ApplyUp(ReadOnlySpan<float> mid, Span<float> output, int rows)
     {
-        int C = Hidden;
-        for (int t = 0; t < rows; t++)
+        int C = Hidden, R = Rank;
+        if (mid.Length < (long)rows * R || output.Length < (long)rows * C) throw new ArgumentException("mid or output is shorter than rows");
+        if (MatMul.Isa != KernelIsa.Vector512)
         {
-            Span<float> o = output.Slice(t * C, C);
-            ReadOnlySpan<float> m = mid.Slice(t * Rank, Rank);
-            TensorPrimitives.Multiply(_up.AsSpan(0, C), m[0], o);
-            for (int j = 1; j < Rank; j++) TensorPrimitives.MultiplyAdd(_up.AsSpan(j * C, C), m[j], o, o);
+            for (int t = 0; t < rows; t++)
+            {
+                Span<float> o = output.Slice(t * C, C);
+                ReadOnlySpan<float> m = mid.Slice(t * R, R);
+                TensorPrimitives.Multiply(_up.AsSpan(0, C), m[0], o);
+                for (int j = 1; j < R; j++) TensorPrimitives.MultiplyAdd(_up.AsSpan(j * C, C), m[j], o, o);
+            }
+            return;
         }
+        fixed (float* m = mid)
+        fixed (float* o = output)
+        fixed (float* b = _up)
+        {
+            int c = 0;
+            // 64 columns of B stay in L1 while every token's tile passes; each B load feeds 4 tokens' FMAs.
+            for (; c <= C - 64; c += 64)
+            {
+                int t = 0;
+                for (; t <= rows - 4; t += 4) UpTile4x64(b + c, C, m + t * R, R, o + (long)t * C + c);
+                for (; t < rows; t++) UpTile1x64(b + c, C, m + t * R, R, o + (long)t * C + c);
+            }
+            for (; c < C; c++)
+                for (int t = 0; t < rows; t++)
+                {
+                    float sum = 0;
+                    for (int j = 0; j < R; j++) sum = MathF.FusedMultiplyAdd(m[t * R + j], b[j * C + c], sum);
+                    o[(long)t * C + c] = sum;
+                }
+        }
+    }
+
+    /// <summary>o[4 tokens, 64 columns] = m[4, R] @ b[R, 64 columns] (row strides C for b and o, R for m).</summary>
+    private static void UpTile4x64(float* b, int C, float* m, int R, float* o)
+    {
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default;
+        for (int j = 0; j < R; j++, b += C)
+        {
+            var b0 = Vector512.Load(b);
+            var b1 = Vector512.Load(b + 16);
+            var b2 = Vector512.Load(b + 32);
+            var b3 = Vector512.Load(b + 48);
+            var s = Vector512.Create(m[j]);
+            a00 = Vector512.FusedMultiplyAdd(b0, s, a00); a01 = Vector512.FusedMultiplyAdd(b1, s, a01);
+            a02 = Vector512.FusedMultiplyAdd(b2, s, a02); a03 = Vector512.FusedMultiplyAdd(b3, s, a03);
+            s = Vector512.Create(m[R + j]);
+            a10 = Vector512.FusedMultiplyAdd(b0, s, a10); a11 = Vector512.FusedMultiplyAdd(b1, s, a11);
+            a12 = Vector512.FusedMultiplyAdd(b2, s, a12); a13 = Vector512.FusedMultiplyAdd(b3, s, a13);
+            s = Vector512.Create(m[2 * R + j]);
+            a20 = Vector512.FusedMultiplyAdd(b0, s, a20); a21 = Vector512.FusedMultiplyAdd(b1, s, a21);
+            a22 = Vector512.FusedMultiplyAdd(b2, s, a22); a23 = Vector512.FusedMultiplyAdd(b3, s, a23);
+            s = Vector512.Create(m[3 * R + j]);
+            a30 = Vector512.FusedMultiplyAdd(b0, s, a30); a31 = Vector512.FusedMultiplyAdd(b1, s, a31);
+            a32 = Vector512.FusedMultiplyAdd(b2, s, a32); a33 = Vector512.FusedMultiplyAdd(b3, s, a33);
+        }
+        a00.Store(o); a01.Store(o + 16); a02.Store(o + 32); a03.Store(o + 48);
+        o += C;
+        a10.Store(o); a11.Store(o + 16); a12.Store(o + 32); a13.Store(o + 48);
+        o += C;
+        a20.Store(o); a21.Store(o + 16); a22.Store(o + 32); a23.Store(o + 48);
+        o += C;
+        a30.Store(o); a31.Store(o + 16); a32.Store(o + 32); a33.Store(o + 48);
+    }
+
+    /// <summary>o[64 columns] = m[R] @ b[R, 64 columns], for one token.</summary>
+    private static void UpTile1x64(float* b, int C, float* m, int R, float* o)
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int j = 0; j < R; j++, b += C)
+        {
+            var s = Vector512.Create(m[j]);
+            a0 = Vector512.FusedMultiplyAdd(Vector512.Load(b), s, a0);
+            a1 = Vector512.FusedMultiplyAdd(Vector512.Load(b + 16), s, a1);
+            a2 = Vector512.FusedMultiplyAdd(Vector512.Load(b + 32), s, a2);
+            a3 = Vector512.FusedMultiplyAdd(Vector512.Load(b + 48), s, a3);
+        }
+        a0.Store(o); a1.Store(o + 16); a2.Store(o + 32); a3.Store(o + 48);
     }
 
     private static float[] Transpose(float[] m, int rows, int cols)
@@ -54,7 +149,7 @@ internal sealed unsafe class LoraWeights
         return t;
     }
 
-    private static nint Address(float[] pinned) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
+    private static nint Address<T>(T[] pinned) where T : unmanaged => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
 }
 
 /// <summary>

@@ -67,7 +67,7 @@ internal sealed class ArwkvWeightLoader(SafeTensorsCheckpoint checkpoint, ArwkvC
         _ranks[down] = rank;
         float[] aData = Finite(aName, checkpoint.ReadFloat32(aName));
         float[] bData = Small(bName, [rank, C], $"the rank of {down}, hidden_size");
-        return new LoraWeights(aData, bData, C, rank);
+        return new LoraWeights(aData, bData, C, rank, aIsBFloat16: a.Type == DType.BF16);
     }
 
     public ArwkvLayer Layer(int i)
