@@ -121,7 +121,7 @@ internal static partial class CliApp
                 decodeRates[run] = decode / Math.Max(decodeTime.TotalSeconds, 1e-9);
                 error.WriteLine($"bench: prefill {prefillTime.TotalSeconds:F3} s ({prefillRates[run]:F2} tok/s), decode {decodeTime.TotalSeconds:F3} s ({decodeRates[run]:F2} tok/s)");
             }
-            if (profiling) PrintProfile(error, profiledSeconds, runs);
+            if (profiling) PrintProfile(error, profiledSeconds, runs, result.GetValue(threads));
             Array.Sort(prefillRates);
             Array.Sort(decodeRates);
             double prefillRate = prefillRates[runs / 2], decodeRate = decodeRates[runs / 2];
@@ -135,9 +135,10 @@ internal static partial class CliApp
     }
 
     /// <summary>The prefill's time per phase, averaged over the timed runs, as a table on standard error.</summary>
-    private static void PrintProfile(TextWriter error, double prefillSeconds, int runs)
+    private static void PrintProfile(TextWriter error, double prefillSeconds, int runs, int threads)
     {
         var totals = Arwkv.Diagnostics.ForwardProfile.Totals;
+        var workerTotals = Arwkv.Diagnostics.ForwardProfile.WorkerTotals;
         double sum = totals.Sum(t => t.Seconds);
         if (sum == 0)
         {
@@ -145,11 +146,17 @@ internal static partial class CliApp
             return;
         }
         error.WriteLine($"bench: prefill time by phase (mean of {runs} run(s)):");
-        error.WriteLine("| phase | ms | share |");
-        error.WriteLine("|---|---:|---:|");
-        foreach (var (phase, seconds) in totals)
-            error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {phase} | {seconds * 1e3 / runs:F1} | {seconds / prefillSeconds:P1} |"));
-        error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| (not in a phase) | {(prefillSeconds - sum) * 1e3 / runs:F1} | {(prefillSeconds - sum) / prefillSeconds:P1} |"));
+        // How much of the phase the threads other than the caller spent on work: the caller is busy throughout, so the
+        // rest of this column is the idle share of the worker threads (serial code, imbalance, hand-off latency).
+        error.WriteLine("| phase | ms | share | other threads busy |");
+        error.WriteLine("|---|---:|---:|---:|");
+        for (int i = 0; i < totals.Count; i++)
+        {
+            var (phase, seconds) = totals[i];
+            string busy = threads > 1 && seconds > 0 ? (workerTotals[i].Seconds / (seconds * (threads - 1))).ToString("P0", CultureInfo.InvariantCulture) : "-";
+            error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {phase} | {seconds * 1e3 / runs:F1} | {seconds / prefillSeconds:P1} | {busy} |"));
+        }
+        error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| (not in a phase) | {(prefillSeconds - sum) * 1e3 / runs:F1} | {(prefillSeconds - sum) / prefillSeconds:P1} | - |"));
     }
 
     /// <summary>Prefills <paramref name="prompt"/> into a fresh state, then decodes greedily one token at a time.</summary>

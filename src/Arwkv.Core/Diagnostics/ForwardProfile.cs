@@ -34,7 +34,8 @@ internal enum ForwardPhase
 internal static class ForwardProfile
 {
     private static readonly double[] s_seconds = new double[Enum.GetValues<ForwardPhase>().Length];
-    private static long s_last;
+    private static readonly double[] s_workerSeconds = new double[s_seconds.Length];
+    private static long s_last, s_lastWorker;
 
     /// <summary>Whether laps are recorded.</summary>
     public static bool Enabled { get; set; }
@@ -42,7 +43,9 @@ internal static class ForwardProfile
     /// <summary>Starts the clock for the next lap.</summary>
     public static void Start()
     {
-        if (Enabled) s_last = Stopwatch.GetTimestamp();
+        if (!Enabled) return;
+        s_last = Stopwatch.GetTimestamp();
+        s_lastWorker = Volatile.Read(ref Kernels.KernelThreadPool.WorkerBusyTicks);
     }
 
     /// <summary>Charges the time since the last lap (or <see cref="Start"/>) to <paramref name="phase"/>.</summary>
@@ -50,14 +53,28 @@ internal static class ForwardProfile
     {
         if (!Enabled) return;
         long now = Stopwatch.GetTimestamp();
+        long worker = Volatile.Read(ref Kernels.KernelThreadPool.WorkerBusyTicks);
         s_seconds[(int)phase] += (now - s_last) / (double)Stopwatch.Frequency;
+        s_workerSeconds[(int)phase] += (worker - s_lastWorker) / (double)Stopwatch.Frequency;
         s_last = now;
+        s_lastWorker = worker;
     }
 
     /// <summary>Clears the totals.</summary>
-    public static void Reset() => Array.Clear(s_seconds);
+    public static void Reset()
+    {
+        Array.Clear(s_seconds);
+        Array.Clear(s_workerSeconds);
+    }
 
     /// <summary>Total seconds charged to each phase since the last <see cref="Reset"/>.</summary>
     public static IReadOnlyList<(ForwardPhase Phase, double Seconds)> Totals =>
         Enum.GetValues<ForwardPhase>().Select(p => (p, s_seconds[(int)p])).ToArray();
+
+    /// <summary>
+    /// Per phase, the seconds worker threads spent running jobs (a job's time lands in the phase during which it
+    /// ended): against the phase's time times the number of workers, how well the phase used the other threads.
+    /// </summary>
+    public static IReadOnlyList<(ForwardPhase Phase, double Seconds)> WorkerTotals =>
+        Enum.GetValues<ForwardPhase>().Select(p => (p, s_workerSeconds[(int)p])).ToArray();
 }

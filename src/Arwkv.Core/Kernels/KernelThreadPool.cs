@@ -51,6 +51,11 @@ public sealed unsafe class KernelThreadPool : IDisposable
     Exception? _failure;
 
     const long Closed = int.MaxValue;
+    /// <summary>
+    /// Stopwatch ticks that worker threads (not callers) of every pool have spent running jobs, for profiles that show
+    /// how busy the other threads were during a phase.
+    /// </summary>
+    internal static long WorkerBusyTicks;
 
     /// <summary>Creates a pool of <paramref name="threads"/> workers (the calling thread counts as one).</summary>
     public KernelThreadPool(int threads)
@@ -175,7 +180,9 @@ public sealed unsafe class KernelThreadPool : IDisposable
             var invoke = _invoke;
             var state = _state;
             int count = _count;
+            long start = Stopwatch.GetTimestamp();
             RunItems(seenJob, invoke, state, count);
+            Interlocked.Add(ref WorkerBusyTicks, Stopwatch.GetTimestamp() - start);
         }
     }
 
