@@ -38,6 +38,22 @@ static class Probe
                 Console.WriteLine($"Gemm BF16 4864x896 x{tokens}: {seconds * 1e3,8:F2} ms {2.0 * 4864 * 896 * tokens / seconds / 1e9,7:F1} GFLOP/s");
             }
         }
+        if (only == "pool")
+        {
+            // Equal items of pure register work through the pool: how busy the worker is and how the items split
+            // when nothing but the pool's hand-off and the machine itself can make threads idle.
+            var counts = new int[threads];
+            var work = new SpinItems { Counts = counts };
+            for (int round = 0; round < 5; round++)
+            {
+                Array.Clear(counts);
+                long busy0 = KernelThreadPool.WorkerBusyTicks, start = Stopwatch.GetTimestamp();
+                for (int job = 0; job < 2000; job++) pool.Run(ref work, 32);
+                long wall = Stopwatch.GetTimestamp() - start;
+                Console.WriteLine($"2000 jobs x 32 items: {Stopwatch.GetElapsedTime(start).TotalMilliseconds:F1} ms; worker busy " +
+                    $"{(double)(KernelThreadPool.WorkerBusyTicks - busy0) / wall:P1}; items run by the caller {counts[0]}, by workers {counts.Skip(1).Sum()}");
+            }
+        }
         if (only == "ab")
         {
             // In-process A/B of MatMul.Experiment 0 vs 1 on whole prefills: the two runs of a pair are seconds apart,
@@ -195,5 +211,19 @@ static class Probe
         Array.Sort(cpu);
         LastCpuSeconds = cpu[cpu.Length / 2];
         return samples[samples.Length / 2];
+    }
+
+    /// <summary>About 5 microseconds of dependent FMAs per item; counts which thread ran it.</summary>
+    struct SpinItems : IParallelWork
+    {
+        public int[] Counts;
+
+        public readonly void Execute(int index)
+        {
+            Interlocked.Increment(ref Counts[Thread.CurrentThread.Name is null ? 0 : 1]);
+            float a = index;
+            for (int i = 0; i < 5000; i++) a = MathF.FusedMultiplyAdd(a, 0.999f, 0.001f);
+            if (a == 12345) Console.Write("");
+        }
     }
 }
