@@ -54,6 +54,31 @@ static class Probe
                     $"{(double)(KernelThreadPool.WorkerBusyTicks - busy0) / wall:P1}; items run by the caller {counts[0]}, by workers {counts.Skip(1).Sum()}");
             }
         }
+        if (only == "wkv")
+        {
+            // One layer's prefill recurrence (128 tokens, 14 heads of 64) on one thread, inputs in the model's
+            // [token, channel] layout: the per-head-step cost against the hot single-step benchmark.
+            const int T = 128, H = 14, N = 64, C = H * N;
+            float[] Make(int seed, bool decay) => BenchMatrix.RandomVector(T * C, seed).Select(x => decay ? 0.6f + 0.3f * Math.Abs(x) : x * 0.5f).ToArray();
+            float[] r = Make(1, false), w = Make(2, true), k = Make(3, false), v = Make(4, false), kk = Make(5, false), a = Make(6, false).Select(Math.Abs).ToArray();
+            float[] rk = BenchMatrix.RandomVector(C, 7), y = new float[T * C], state = new float[H * N * N];
+            void Layer()
+            {
+                for (int h = 0; h < H; h++)
+                    for (int t = 0; t < T; t++)
+                    {
+                        int o = t * C + h * N;
+                        Arwkv.Layers.Wkv7.Step(state.AsSpan(h * N * N, N * N), r.AsSpan(o, N), w.AsSpan(o, N), k.AsSpan(o, N), v.AsSpan(o, N),
+                            kk.AsSpan(o, N), a.AsSpan(o, N), rk.AsSpan(h * N, N), y.AsSpan(o, N));
+                    }
+            }
+            for (int round = 0; round < 3; round++)
+            {
+                double seconds = Median(Layer, 1_000_000);
+                Console.WriteLine($"WKV7 prefill layer, 128 tokens x 14 heads, one thread: {seconds * 1e6:F0} us = {seconds * 1e9 / (T * H):F0} ns per head-step; " +
+                    $"max |state| {state.Max(Math.Abs):G3}, smallest nonzero |state| {state.Where(x => x != 0).Min(Math.Abs):G3}");
+            }
+        }
         if (only == "ab")
         {
             // In-process A/B of MatMul.Experiment 0 vs 1 on whole prefills: the two runs of a pair are seconds apart,
