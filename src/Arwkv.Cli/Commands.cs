@@ -153,7 +153,10 @@ internal static partial class CliApp
         for (int i = 0; i < totals.Count; i++)
         {
             var (phase, seconds) = totals[i];
-            string busy = threads > 1 && seconds > 0 ? (workerTotals[i].Seconds / (seconds * (threads - 1))).ToString("P0", CultureInfo.InvariantCulture) : "-";
+            // A worker adds its time when it leaves a job, which can be just after the caller has moved on to the next
+            // phase: for a phase of under 1% that slip dominates, so none is shown.
+            string busy = threads > 1 && seconds > 0.01 * prefillSeconds
+                ? Math.Min(1, workerTotals[i].Seconds / (seconds * (threads - 1))).ToString("P0", CultureInfo.InvariantCulture) : "-";
             error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {phase} | {seconds * 1e3 / runs:F1} | {seconds / prefillSeconds:P1} | {busy} |"));
         }
         error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| (not in a phase) | {(prefillSeconds - sum) * 1e3 / runs:F1} | {(prefillSeconds - sum) / prefillSeconds:P1} | - |"));

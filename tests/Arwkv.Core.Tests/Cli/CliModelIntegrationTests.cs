@@ -55,6 +55,25 @@ public class CliModelIntegrationTests
         Assert.That(json.RootElement.GetProperty("decode_tokens_per_s").GetDouble(), Is.GreaterThan(0));
     }
 
+    /// <summary>--profile prints one row per phase with its time and, with two threads, how busy the other thread was.</summary>
+    [Test]
+    public async Task BenchProfileTabulatesThePhases()
+    {
+        using var dir = new TempDirectory();
+        RandomArwkvCheckpoint.Create(dir.Path, seed: 6);
+        var (code, _, err) = await Run("bench", "--model", dir.Path, "--prompt-tokens", "24", "--new-tokens", "1", "--threads", "2",
+            "--repeat", "2", "--profile");
+        Assert.That(code, Is.Zero, err);
+        Assert.That(err, Does.Contain("| phase | ms | share | other threads busy |"));
+        foreach (string phase in new[] { "MlpGateUp", "MlpDown", "Wkv7", "TimeMixProjections" })
+        {
+            string row = err.Split('\n').Single(l => l.StartsWith($"| {phase} |", StringComparison.Ordinal));
+            string[] cells = row.Split('|', StringSplitOptions.TrimEntries);
+            Assert.That(double.Parse(cells[2], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0), row);
+            Assert.That(cells[4], Does.Match(@"^(\d+ %|-)$"), row);
+        }
+    }
+
     [Test]
     public async Task GreedyGenerationFollowsTheReferenceArgmax()
     {
