@@ -93,7 +93,7 @@ internal static partial class CliApp
                 LossLogPath = result.GetValue(lossLog),
                 ValidationFraction = result.GetValue(validationFraction),
                 Pad = result.GetValue(pad),
-            }, stdout, cancellationToken);
+            }, stdout, cancellationToken, stderr);
             return Task.FromResult(0);
         });
         return command;

@@ -49,12 +49,13 @@ internal sealed record DistillOptions
 /// </summary>
 internal static class Distiller
 {
-    public static Trainer? Run(DistillOptions options, TextWriter output, CancellationToken cancellationToken = default)
+    /// <summary>Runs the stage; progress goes to <paramref name="output"/>, warnings to <paramref name="warnings"/> (null: to <paramref name="output"/>).</summary>
+    public static Trainer? Run(DistillOptions options, TextWriter output, CancellationToken cancellationToken = default, TextWriter? warnings = null)
     {
         if (options.Stage is < 1 or > 3) throw new ArgumentException($"--stage must be 1, 2 or 3, got {options.Stage}");
         if (options.Steps <= 0 || options.BatchSize <= 0 || options.SeqLen <= 0) throw new ArgumentException("--steps, --batch and --seq-len must be positive");
         var stage = (TrainingStage)options.Stage;
-        if (options.PreferencePath is not null) return RunDpo(options, output, cancellationToken);
+        if (options.PreferencePath is not null) return RunDpo(options, output, warnings, cancellationToken);
         if (options.TeacherTopK < 0) throw new ArgumentException($"--teacher-top-k must be >= 0, got {options.TeacherTopK}");
         if (options.TeacherTopK > 0 && stage != TrainingStage.Distillation) throw new ArgumentException("--teacher-top-k is a stage 2 option");
         // The tokenizer and the data first: a wrong tokenizer or data file fails in seconds, before gigabytes of weights load.
@@ -92,7 +93,7 @@ internal static class Distiller
         {
             Steps = options.Steps, LrMax = options.LearningRate, LrMin = options.LearningRate / 10, WarmupSteps = Math.Max(1, options.Steps / 10),
             BatchSize = options.BatchSize, SeqLen = options.SeqLen, Seed = (ulong)options.Seed, FreezeMlp = options.FreezeMlp,
-            TeacherTopK = options.TeacherTopK,
+            TeacherTopK = options.TeacherTopK, EndOfText = tokenizer.EndOfText,
         });
         string checkpointDir = Path.Combine(options.OutputDirectory, "checkpoint");
         if (options.Resume && TrainingCheckpoint.Exists(checkpointDir))
@@ -141,7 +142,7 @@ internal static class Distiller
     /// student to OUT. Checkpoints and --resume work as for the other stages: OUT/checkpoint holds the policy, its
     /// optimizer and the step (which fixes the pair order); the frozen reference is re-read from --init-from.
     /// </summary>
-    private static Trainer? RunDpo(DistillOptions options, TextWriter output, CancellationToken cancellationToken)
+    private static Trainer? RunDpo(DistillOptions options, TextWriter output, TextWriter? warnings, CancellationToken cancellationToken)
     {
         if (options.Stage != 3) throw new ArgumentException("--dpo is a stage 3 option");
         if (options.InitFrom is null) throw new ArgumentException("DPO needs --init-from (the policy's start, which is also the frozen reference)");
@@ -156,12 +157,12 @@ internal static class Distiller
         var dpo = new DpoTrainer(policy, reference, pairs, new TrainerOptions
         {
             Steps = options.Steps, LrMax = options.LearningRate, LrMin = options.LearningRate / 10, WarmupSteps = Math.Max(1, options.Steps / 10),
-            BatchSize = 2, SeqLen = options.SeqLen, Seed = (ulong)options.Seed, FreezeMlp = options.FreezeMlp,
+            BatchSize = 2, SeqLen = options.SeqLen, Seed = (ulong)options.Seed, FreezeMlp = options.FreezeMlp, EndOfText = tokenizer.EndOfText,
         }, options.Beta);
         string checkpointDir = Path.Combine(options.OutputDirectory, "checkpoint");
         if (options.Resume && TrainingCheckpoint.Exists(checkpointDir))
         {
-            TrainingCheckpoint.Load(checkpointDir, dpo);
+            TrainingCheckpoint.Load(checkpointDir, dpo, warnings ?? output);
             output.WriteLine($"resumed from {checkpointDir} at step {dpo.Step}");
         }
         output.WriteLine($"stage 3 (DPO, beta {options.Beta.ToString(CultureInfo.InvariantCulture)}): {pairs.Count} preference pairs");

@@ -36,6 +36,12 @@ internal sealed record TrainerOptions
     /// (<see cref="Layers.Losses.TopKKlForward{TF}"/>), as when teacher logits are stored top-k.
     /// </summary>
     public int TeacherTopK { get; init; }
+    /// <summary>
+    /// The run's tokenizer's &lt;|endoftext|&gt;: the input of padded batch positions and, for DPO, the token that ends
+    /// every response. Padding is masked, so there it never changes a loss, but it must still be a real id of that
+    /// tokenizer: the byte tokenizer's 256, the default, is an ordinary token of a BPE vocabulary.
+    /// </summary>
+    public int EndOfText { get; init; } = ByteTokenizer.EndOfText;
 }
 
 /// <summary>One progress report: the step just finished (1-based), its loss and the speed so far.</summary>
@@ -79,7 +85,7 @@ internal sealed class Trainer
         }
         Optimizer = new AdamW<float>(Parameters, new AdamWOptions { WeightDecay = options.WeightDecay, ClipNorm = options.ClipNorm });
         Schedule = new LearningRateSchedule(options.LrMax, options.LrMin, Math.Min(options.WarmupSteps, options.Steps), options.Steps);
-        Batches = new BatchIterator(train, options.BatchSize, options.Seed);
+        Batches = new BatchIterator(train, options.BatchSize, options.Seed, padId: options.EndOfText);
         vocabScratch = new float[(teacher?.Config.VocabSize ?? student!.Config.VocabSize)];
     }
 
@@ -127,7 +133,7 @@ internal sealed class Trainer
     public double ValidationLoss(IReadOnlyList<TrainingSequence> sequences, int maxBatches = 2)
     {
         if (sequences.Count == 0) throw new ArgumentException("no validation sequences", nameof(sequences));
-        var batches = new BatchIterator(sequences, Math.Min(Options.BatchSize, sequences.Count), seed: 0, shuffle: false);
+        var batches = new BatchIterator(sequences, Math.Min(Options.BatchSize, sequences.Count), seed: 0, shuffle: false, padId: Options.EndOfText);
         int count = Math.Max(1, Math.Min(maxBatches, batches.BatchesPerEpoch));
         double sum = 0;
         for (int i = 0; i < count; i++) sum += Loss(batches.Next(), backward: false);

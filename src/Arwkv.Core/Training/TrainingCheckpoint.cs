@@ -115,7 +115,7 @@ internal static class TrainingCheckpoint
     {
         int pairs = dpo.PairCount;
         var state = new CheckpointState((int)TrainingStage.Sft, dpo.Step, dpo.Step / pairs, dpo.Step % pairs, dpo.Options.Seed,
-            dpo.Options.Steps, dpo.Losses.ToArray()) { Method = DpoMethod, Beta = dpo.Beta, Examples = pairs };
+            dpo.Options.Steps, dpo.Losses.ToArray()) { Method = DpoMethod, Beta = dpo.Beta, Examples = pairs, ReferenceSha256 = dpo.ReferenceSha256 };
         Commit(directory, state, dpo.Optimizer, model => ModelFiles.SaveStudent(model, dpo.Policy));
     }
 
@@ -143,8 +143,12 @@ internal static class TrainingCheckpoint
         trainer.RestoreProgress(state.Step, state.Losses);
     }
 
-    /// <summary>Restores a DPO run's policy, optimizer, step and loss history (the frozen reference is not in the checkpoint).</summary>
-    public static void Load(string directory, DpoTrainer dpo)
+    /// <summary>
+    /// Restores a DPO run's policy, optimizer, step and loss history. The frozen reference is not in the checkpoint, only
+    /// the SHA-256 of its weights, which must match <paramref name="dpo"/>'s; a checkpoint written before that was
+    /// recorded resumes with a note on <paramref name="warnings"/> (null: none).
+    /// </summary>
+    public static void Load(string directory, DpoTrainer dpo, TextWriter? warnings = null)
     {
         (string stateDir, CheckpointState state) = Read(directory);
         string statePath = Path.Combine(stateDir, "trainer.json");
@@ -155,6 +159,13 @@ internal static class TrainingCheckpoint
             throw new CheckpointException(statePath, $"checkpoint was made on {state.Examples} preference pairs, this run has {dpo.PairCount}");
         if (state.Beta != dpo.Beta)
             throw new CheckpointException(statePath, string.Create(CultureInfo.InvariantCulture, $"checkpoint was made with beta {state.Beta}, this run uses {dpo.Beta}"));
+        // The reference sits inside every loss: another one would splice two different objectives into one run. Older
+        // checkpoints did not record it; refusing them would strand runs in progress, so they resume on trust.
+        if (state.ReferenceSha256 is null)
+            warnings?.WriteLine($"warning: {statePath} does not record which reference model the run started with; resuming on trust that --init-from is the same");
+        else if (state.ReferenceSha256 != dpo.ReferenceSha256)
+            throw new CheckpointException(statePath, $"reference model differs from the one this run started with (SHA-256 of its weights {dpo.ReferenceSha256}, "
+                + $"the checkpoint's {state.ReferenceSha256}); resume with the same --init-from, or start again in another --out");
         RestoreWeights(stateDir, state, dpo.Policy.Parameters, dpo.Optimizer);
         dpo.RestoreProgress(state.Step, state.Losses);
     }
@@ -280,6 +291,7 @@ internal static class TrainingCheckpoint
         {
             json.WriteNumber("beta", state.Beta);
             json.WriteNumber("pairs", state.Examples);
+            if (state.ReferenceSha256 is not null) json.WriteString("reference_sha256", state.ReferenceSha256);
         }
         else if (state.Examples != 0) json.WriteNumber("sequences", state.Examples);
         // System.Text.Json writes doubles in their shortest round-trip form, so the history reloads bit for bit.
@@ -300,7 +312,12 @@ internal static class TrainingCheckpoint
                 root.GetProperty("epoch").GetInt32(), root.GetProperty("batch").GetInt32(), root.GetProperty("seed").GetUInt64(),
                 root.GetProperty("total_steps").GetInt32(), root.GetProperty("losses").EnumerateArray().Select(e => e.GetDouble()).ToArray())
             { Method = method, TeacherTopK = root.TryGetProperty("teacher_top_k", out JsonElement k) ? k.GetInt32() : 0 };
-            if (method == DpoMethod) state = state with { Beta = root.GetProperty("beta").GetDouble(), Examples = root.GetProperty("pairs").GetInt32() };
+            if (method == DpoMethod)
+                state = state with
+                {
+                    Beta = root.GetProperty("beta").GetDouble(), Examples = root.GetProperty("pairs").GetInt32(),
+                    ReferenceSha256 = root.TryGetProperty("reference_sha256", out JsonElement reference) ? reference.GetString() : null,
+                };
             else if (root.TryGetProperty("sequences", out JsonElement sequences)) state = state with { Examples = sequences.GetInt32() };
             else if (method != TrainerMethod) throw new CheckpointException(statePath, $"unknown training method '{method}'");
             if (state.Step < 0 || state.Losses.Length != state.Step)
@@ -347,5 +364,7 @@ internal static class TrainingCheckpoint
         public int TeacherTopK { get; init; }
         /// <summary>The number of training sequences, or for DPO of preference pairs (the batch order depends on it).</summary>
         public int Examples { get; init; }
+        /// <summary>DPO: <see cref="DpoTrainer.ReferenceSha256"/> of the run's reference (null in checkpoints older than the field).</summary>
+        public string? ReferenceSha256 { get; init; }
     }
 }

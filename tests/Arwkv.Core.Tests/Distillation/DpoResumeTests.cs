@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Arwkv.IO;
@@ -121,6 +123,58 @@ public class DpoResumeTests
             Assert.That(output.ToString(), Does.Contain("at step 2").And.Contain("stopped at step 3/8"));
             Assert.That(Directory.GetFileSystemEntries(checkpoint).Select(Path.GetFileName).Order(),
                 Is.EqualTo(new[] { "checkpoint.json", Path.GetFileName(TrainingCheckpoint.Read(checkpoint).StateDirectory) }.Order()));
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Test]
+    public void ResumingAgainstAnotherReferenceIsRefusedAndTheSameWeightsElsewhereResume()
+    {
+        string root = Root();
+        try
+        {
+            var (initFrom, pairs) = Setup(root);
+            string outDir = Path.Combine(root, "out"), checkpoint = Path.Combine(outDir, "checkpoint");
+            Distiller.Run(Options(initFrom, pairs, outDir, resume: false, stopAfter: 2), TextWriter.Null);
+
+            // The checkpoint records the SHA-256 of the reference's float32 weights, computed here in one piece.
+            ArwkvStudent<float> reference = ModelFiles.LoadStudent(initFrom, 1, 1);
+            string expected = Convert.ToHexStringLower(SHA256.HashData(MemoryMarshal.AsBytes(reference.Parameters.Data.AsSpan())));
+            string TrainerJsonPath() => Path.Combine(TrainingCheckpoint.Read(checkpoint).StateDirectory, "trainer.json");
+            Assert.That(JsonNode.Parse(File.ReadAllText(TrainerJsonPath()))!["reference_sha256"]!.GetValue<string>(), Is.EqualTo(expected));
+            Assert.That(TrainingCheckpoint.Read(checkpoint).State.ReferenceSha256, Is.EqualTo(expected));
+
+            // A reference one weight away from the original (same shapes, so everything else would load) is refused,
+            // and the refused attempt leaves the checkpoint as it was.
+            reference.Parameters.Data[^1] += 1e-3f;
+            string nudged = Path.Combine(root, "nudged");
+            ModelFiles.SaveStudent(nudged, reference);
+            var e = Assert.Throws<CheckpointException>(() => Distiller.Run(Options(nudged, pairs, outDir, resume: true, stopAfter: 1), TextWriter.Null));
+            Assert.That(e!.Message, Does.Contain("reference model differs from the one this run started with").And.Contain(checkpoint));
+            Assert.That(e.FilePath, Is.EqualTo(TrainerJsonPath()));
+            Assert.That(TrainingCheckpoint.Read(checkpoint).State.Step, Is.EqualTo(2));
+
+            // The identity is the weights, not the path: the same files in another directory resume.
+            string copy = Path.Combine(root, "copy");
+            Directory.CreateDirectory(copy);
+            foreach (string f in Directory.GetFiles(initFrom)) File.Copy(f, Path.Combine(copy, Path.GetFileName(f)));
+            var output = new StringWriter();
+            Distiller.Run(Options(copy, pairs, outDir, resume: true, stopAfter: 1), output);
+            Assert.That(output.ToString(), Does.Contain("at step 2").And.Contain("stopped at step 3/8"));
+
+            // A checkpoint from before the field resumes on trust with a warning, and its next save records the reference.
+            JsonNode state = JsonNode.Parse(File.ReadAllText(TrainerJsonPath()))!;
+            Assert.That(state.AsObject().Remove("reference_sha256"));
+            File.WriteAllText(TrainerJsonPath(), state.ToJsonString());
+            Assert.That(TrainingCheckpoint.Read(checkpoint).State.ReferenceSha256, Is.Null);
+            var warnings = new StringWriter();
+            Distiller.Run(Options(initFrom, pairs, outDir, resume: true, stopAfter: 1), TextWriter.Null, warnings: warnings);
+            Assert.That(warnings.ToString(), Does.StartWith("warning: ").And.Contain("does not record which reference model"));
+            Assert.That(TrainingCheckpoint.Read(checkpoint).State.ReferenceSha256, Is.EqualTo(expected));
+            Assert.That(TrainingCheckpoint.Read(checkpoint).State.Step, Is.EqualTo(4));
         }
         finally
         {
