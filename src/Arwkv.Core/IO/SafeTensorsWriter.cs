@@ -115,6 +115,8 @@ public static class AtomicFile
                 stream.Flush(flushToDisk: true);
             }
             File.Move(temp, full, overwrite: true);
+            // The rename is in the directory's entries: flushed, it survives a power loss too.
+            Durability.FlushDirectory(directory);
         }
         finally
         {

@@ -90,7 +90,8 @@ internal static class ModelFiles
 /// history), and only then replaces checkpoint.json, the manifest naming that directory and its step, with one
 /// atomic rename. A run killed at any moment therefore leaves the previous manifest pointing at a complete state
 /// (or no manifest at all); the half-written directory of an interrupted save is never read and is deleted by the
-/// next save. Load also cross-checks the manifest's step against trainer.json and optimizer.bin.
+/// next save. The state directory is flushed to disk (fsync) before the manifest is written, and the manifest's
+/// rename after, so the same holds after a power loss. Load also cross-checks the manifest's step against trainer.json and optimizer.bin.
 /// A directory of the older single-level layout (trainer.json next to model/) still loads.
 /// </summary>
 internal static class TrainingCheckpoint
@@ -221,6 +222,10 @@ internal static class TrainingCheckpoint
             optimizer.SaveState(writer);
         });
         AtomicFile.Write(Path.Combine(stateDir, "trainer.json"), stream => WriteState(stream, state));
+        // Everything the manifest will name must be on disk before the manifest is (the model's config and tokenizer
+        // files are written without a flush), and so must the state directory's own entry.
+        Durability.FlushTree(stateDir);
+        Durability.FlushDirectory(directory);
         // The commit point: before this rename the old manifest (if any) is in force, after it the new one.
         AtomicFile.Write(Path.Combine(directory, ManifestName), stream =>
         {
