@@ -143,8 +143,10 @@ static class Probe
                 using var m = new BenchMatrix(type, rows, cols);
                 var x = BenchMatrix.RandomVector(cols * tokens);
                 var y = new float[rows * tokens];
+                long busy0 = KernelThreadPool.WorkerBusyTicks, start = Stopwatch.GetTimestamp();
                 double seconds = Median(() => MatMul.Gemm(m.Matrix, x, y, tokens, pool), 2L * rows * cols * tokens / 50);
-                Console.WriteLine($"Gemm {type,-4} {rows,6}x{cols,-5} x{tokens} {seconds * 1e3,8:F2} ms {2.0 * rows * cols * tokens / seconds / 1e9,7:F1} GFLOP/s  (per CPU-second {2.0 * rows * cols * tokens / LastCpuSeconds / 1e9,6:F1})");
+                double busy = threads > 1 ? (double)(KernelThreadPool.WorkerBusyTicks - busy0) / (Stopwatch.GetTimestamp() - start) / (threads - 1) : 1;
+                Console.WriteLine($"Gemm {type,-4} {rows,6}x{cols,-5} x{tokens} {seconds * 1e3,8:F2} ms {2.0 * rows * cols * tokens / seconds / 1e9,7:F1} GFLOP/s  (per CPU-second {2.0 * rows * cols * tokens / LastCpuSeconds / 1e9,6:F1}; workers busy {busy:P0})");
             }
     }
 
