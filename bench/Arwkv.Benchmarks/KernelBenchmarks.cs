@@ -125,6 +125,61 @@ public class GemmBenchmarks
     public void Gemm() => MatMul.Gemm(_matrix!.Matrix, _x, _y, Tokens, _pool);
 }
 
+/// <summary>
+/// The MLP's gate and up projections of a 128-token prefill with the SwiGLU between them: fused (one packing of X, the
+/// activation applied per tile, one dispatch) against two Gemm calls and the separate activation pass.
+/// </summary>
+[Config(typeof(KernelConfig))]
+public class SwiGluGemmBenchmarks
+{
+    BenchMatrix? _gate, _up;
+    KernelThreadPool? _pool;
+    float[] _x = [], _y = [], _upOut = [];
+
+    [Params("4864x896")]
+    public string Shape { get; set; } = "4864x896";
+
+    [Params(DType.BF16)]
+    public DType Type { get; set; }
+
+    [Params(128)]
+    public int Tokens { get; set; }
+
+    [Params(2)]
+    public int Threads { get; set; }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var (rows, cols) = KernelConfig.ParseShape(Shape);
+        _gate = new BenchMatrix(Type, rows, cols, seed: 1);
+        _up = new BenchMatrix(Type, rows, cols, seed: 2);
+        _x = BenchMatrix.RandomVector(cols * Tokens);
+        _y = new float[rows * Tokens];
+        _upOut = new float[rows * Tokens];
+        _pool = new KernelThreadPool(Threads);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _pool?.Dispose();
+        _gate?.Dispose();
+        _up?.Dispose();
+    }
+
+    [Benchmark(Baseline = true)]
+    public void Separate()
+    {
+        MatMul.Gemm(_gate!.Matrix, _x, _y, Tokens, _pool);
+        MatMul.Gemm(_up!.Matrix, _x, _upOut, Tokens, _pool);
+        MatMul.SwiGlu(_y, _upOut, _pool);
+    }
+
+    [Benchmark]
+    public void Fused() => MatMul.GemmSwiGlu(_gate!.Matrix, _up!.Matrix, _x, _y, _upOut, Tokens, _pool);
+}
+
 /// <summary>float32 &lt;-&gt; bfloat16 conversion of one 4864x896 matrix worth of elements.</summary>
 [Config(typeof(KernelConfig))]
 public class ConvertBenchmarks

@@ -36,7 +36,9 @@ public class KernelConfig : ManualConfig
         var (rows, cols) = ParseShape(shape);
         var type = (DType)parameters["Type"];
         int tokens = parameters.Items.Any(p => p.Name == "Tokens") ? (int)parameters["Tokens"] : 1;
-        return ((double)rows * cols * type.SizeOf(), 2.0 * rows * cols * tokens);
+        // The SwiGLU benchmarks multiply by two matrices of the shape.
+        int matrices = benchmarkCase.Descriptor.Type == typeof(SwiGluGemmBenchmarks) ? 2 : 1;
+        return (matrices * (double)rows * cols * type.SizeOf(), matrices * 2.0 * rows * cols * tokens);
     }
 
     sealed class ThroughputColumn(string name, bool gigaBytes) : IColumn
