@@ -31,9 +31,9 @@ public static unsafe partial class MatMul
     }
 
     /// <summary>
-    /// Runs the <paramref name="work"/>'s matrices (W, W1, W2 up to Count; all with the same columns) or its SwiGLU pair
-    /// over one packing of X, as one parallel pass per column chunk: one dispatch where separate calls would pay a
-    /// packing, a hand-off to the threads and a partly idle tail each.
+    /// Runs the <paramref name="work"/>'s matrices (W, W1, W2 up to Count, all with the same columns, with inputs x, x1
+    /// and x2, or all with x where x1 is null) or its SwiGLU pair over x, as one parallel pass per column chunk: one
+    /// dispatch where separate calls would pay a hand-off to the threads and a partly idle tail each.
     /// </summary>
     static void GemmPacked(ref PackedGemmWork work, float* x, int tokens, bool accumulate, KernelThreadPool? pool, int chunk,
         float* x1 = null, float* x2 = null)
@@ -42,7 +42,6 @@ public static unsafe partial class MatMul
         int paddedCols = (cols + Lanes - 1) & ~(Lanes - 1);
         int blocks = (tokens + PackTokens - 1) / PackTokens;
         long packedLength = (long)blocks * paddedCols * PackTokens;
-        if (packedLength + Lanes > Array.MaxLength) throw new ArgumentException("too many tokens x columns for one Gemm call");
         int inputs = x1 is null ? 1 : x2 is null ? 2 : 3;
         if (inputs * packedLength + Lanes > Array.MaxLength) throw new ArgumentException("too many tokens x columns for one Gemm call");
         float[] rented = ArrayPool<float>.Shared.Rent((int)(inputs * packedLength) + Lanes);
@@ -56,6 +55,7 @@ public static unsafe partial class MatMul
                 // BF16 weights whose rows split into whole 32-column steps are read in place by Micro4x6Bf16 (chunk is a
                 // multiple of 32, so every column chunk is too); other types are widened into a packed block first.
                 bool direct = DirectBf16(work.W) && !ForcePackedBf16;
+                if (work.SwiGlu && !direct) throw new InvalidOperationException("the fused SwiGLU runs only on the in-place BF16 panels");
                 for (int i = 0; i < inputs; i++)
                 {
                     float* source = i == 0 ? x : i == 1 ? x1 : x2;
@@ -173,8 +173,8 @@ public static unsafe partial class MatMul
 
     struct PackedGemmWork : IParallelWork
     {
-        // Up to three matrices over the same X (Count), each with its own output; or, with SwiGlu, W the gate and W1 the
-        // up projection of one output.
+        // Up to three matrices (Count), each with its own output and its own or a shared packed X; or, with SwiGlu, W the
+        // gate and W1 the up projection of one output.
         public WeightMatrix W, W1, W2;
         public float* Y, Y1, Y2;
         public int Count;
