@@ -196,6 +196,8 @@ internal sealed class RwkvTimeMix
     private float[]? _runState;
     private int _runRows;
     private Action<int>? _headBody;
+    private int[]? _headOrder;
+    private int _headOrderThreads;
 
     /// <summary>
     /// scratch.Output[rows, C] = TimeMix(scratch.Normed[rows, C]); advances <paramref name="shift"/> (the last normed
@@ -236,7 +238,12 @@ internal sealed class RwkvTimeMix
             _runScratch = s;
             _runState = wkv;
             _runRows = rows;
-            _headBody ??= h => RunHead(h, _runRows, _runScratch!, _runState!);
+            if (_headOrder is null || _headOrderThreads != pool.ThreadCount)
+            {
+                _headOrder = HeadOrder(heads, pool.ThreadCount);
+                _headOrderThreads = pool.ThreadCount;
+            }
+            _headBody ??= i => RunHead(_headOrder![i], _runRows, _runScratch!, _runState!);
             pool.For(heads, _headBody);
             _runScratch = null;
             _runState = null;
@@ -347,6 +354,23 @@ internal sealed class RwkvTimeMix
             TensorPrimitives.MultiplyAdd(st, KA, 1f, st);
         }
         TensorPrimitives.Multiply(k, scale, k);
+    }
+
+    /// <summary>
+    /// The order in which the pool's items take heads: items that run at the same time (neighbours in claim order) get
+    /// heads about heads / threads apart. Neighbouring heads share a cache line of the state and of every output row
+    /// (the arrays are only 16-byte aligned), and two threads writing those lines every step made the recurrence
+    /// phase 40-60% slower (38-43 against 26-27 ms per 0.5B prefill).
+    /// </summary>
+    internal static int[] HeadOrder(int heads, int threads)
+    {
+        int stride = (heads + threads - 1) / threads;
+        var order = new int[heads];
+        int next = 0;
+        for (int k = 0; k < stride; k++)
+            for (int block = 0; block < threads; block++)
+                if (block * stride + k < heads) order[next++] = block * stride + k;
+        return order;
     }
 
     private void RunHead(int head, int rows, ArwkvScratch s, float[] wkv)

@@ -53,4 +53,23 @@ public class Wkv7Tests
         for (int i = 0; i < n; i++) x[i] = f();
         return x;
     }
+
+    /// <summary>The prefill's head order is a permutation, and items claimed together get heads far apart.</summary>
+    [Test]
+    public void HeadOrderIsAPermutationThatSpreadsNeighbouringItems()
+    {
+        foreach (int heads in new[] { 1, 5, 14, 56 })
+            foreach (int threads in new[] { 1, 2, 3, 8, 16 })
+            {
+                int[] order = RwkvTimeMix.HeadOrder(heads, threads);
+                Assert.That(order.OrderBy(h => h), Is.EqualTo(Enumerable.Range(0, heads)), $"{heads} heads, {threads} threads");
+            }
+        Assert.That(RwkvTimeMix.HeadOrder(14, 2), Is.EqualTo(new[] { 0, 7, 1, 8, 2, 9, 3, 10, 4, 11, 5, 12, 6, 13 }));
+        int[] wide = RwkvTimeMix.HeadOrder(56, 8);
+        for (int i = 0; i + 8 <= wide.Length; i += 8)
+        {
+            var together = wide.Skip(i).Take(8).OrderBy(h => h).ToArray();
+            for (int j = 1; j < together.Length; j++) Assert.That(together[j] - together[j - 1], Is.GreaterThanOrEqualTo(7), $"items {i}..{i + 7}");
+        }
+    }
 }
