@@ -30,34 +30,12 @@ internal class LoraWeightsTests
 
                 var mid = new float[rows * rank];
                 MatMul.Gemm(lora.Down, x, mid, rows);
-                for (int t = 0; t < rows; t++)
-                    for (int j = 0; j < rank; j++)
-                    {
-                        double sum = 0, scale = 0;
-                        for (int c = 0; c < hidden; c++)
-                        {
-                            double p = (double)x[t * hidden + c] * a[c * rank + j];
-                            sum += p;
-                            scale += Math.Abs(p);
-                        }
-                        Assert.That(mid[t * rank + j], Is.EqualTo(sum).Within(1e-5 * scale + 1e-30), $"x A [{t}, {j}] {what}");
-                    }
+                AssertProduct(x, a, mid, rows, hidden, rank, "x A " + what);
 
                 var output = new float[rows * hidden];
                 output.AsSpan().Fill(float.NaN); // every element must be written
                 lora.ApplyUp(mid, output, rows);
-                for (int t = 0; t < rows; t++)
-                    for (int c = 0; c < hidden; c++)
-                    {
-                        double sum = 0, scale = 0;
-                        for (int j = 0; j < rank; j++)
-                        {
-                            double p = (double)mid[t * rank + j] * b[j * hidden + c];
-                            sum += p;
-                            scale += Math.Abs(p);
-                        }
-                        Assert.That(output[t * hidden + c], Is.EqualTo(sum).Within(1e-5 * scale + 1e-30), $"mid B [{t}, {c}] {what}");
-                    }
+                AssertProduct(mid, b, output, rows, rank, hidden, "mid B " + what);
             }
     }
 
@@ -66,6 +44,23 @@ internal class LoraWeightsTests
     {
         float[] a = [1.0f + 1e-6f, 0, 0, 0];
         Assert.Throws<ArgumentException>(() => new LoraWeights(a, new float[4], 2, 2, aIsBFloat16: true));
+    }
+
+    /// <summary>actual[rows, n] against the float64 product of left[rows, k] and right[k, n], relative to sum |terms|.</summary>
+    private static void AssertProduct(float[] left, float[] right, float[] actual, int rows, int k, int n, string what)
+    {
+        for (int t = 0; t < rows; t++)
+            for (int c = 0; c < n; c++)
+            {
+                double sum = 0, scale = 0;
+                for (int j = 0; j < k; j++)
+                {
+                    double p = (double)left[t * k + j] * right[j * n + c];
+                    sum += p;
+                    scale += Math.Abs(p);
+                }
+                Assert.That(actual[t * n + c], Is.EqualTo(sum).Within(1e-5 * scale + 1e-30), $"{what} [{t}, {c}]");
+            }
     }
 
     private static float[] Random(Random random, int n, bool bf16)
