@@ -17,9 +17,9 @@ public static unsafe partial class MatMul
         if (tokens < 2 || Isa != KernelIsa.Vector512 || ForcePackedBf16
             || !DirectBf16(w0) || !DirectBf16(w1) || !DirectBf16(w2) || w1.Cols != w0.Cols || w2.Cols != w0.Cols)
         {
-            GemmOrGemv(w0, x0, y0, tokens, pool);
-            GemmOrGemv(w1, x1, y1, tokens, pool);
-            GemmOrGemv(w2, x2, y2, tokens, pool);
+            Gemm(w0, x0, y0, tokens, pool);
+            Gemm(w1, x1, y1, tokens, pool);
+            Gemm(w2, x2, y2, tokens, pool);
             return;
         }
         CheckMatrix(w0);
@@ -41,12 +41,6 @@ public static unsafe partial class MatMul
         }
     }
 
-    static void GemmOrGemv(WeightMatrix w, ReadOnlySpan<float> x, Span<float> y, int tokens, KernelThreadPool? pool)
-    {
-        if (tokens == 1) Gemv(w, x[..w.Cols], y[..w.Rows], pool);
-        else Gemm(w, x[..(tokens * w.Cols)], y[..(tokens * w.Rows)], tokens, pool);
-    }
-
     /// <summary>
     /// Y = silu(X gate^T) * (X up^T), Qwen2's MLP before its down projection. X: [tokens, cols], Y: [tokens, rows].
     /// <paramref name="upScratch"/> ([tokens, rows]) holds the up product where the fused kernel does not apply.
@@ -59,8 +53,8 @@ public static unsafe partial class MatMul
         if (tokens < 2 || Isa != KernelIsa.Vector512 || ForcePackedBf16 || !DirectBf16(gate) || !DirectBf16(up)
             || GemmChunk(cols, tokens) < cols)
         {
-            GemmOrGemv(gate, x, y, tokens, pool);
-            GemmOrGemv(up, x, upScratch, tokens, pool);
+            Gemm(gate, x, y, tokens, pool);
+            Gemm(up, x, upScratch, tokens, pool);
             SwiGlu(y[..(tokens * gate.Rows)], upScratch, pool);
             return;
         }
