@@ -40,7 +40,15 @@ cmd_test() {
   dotnet build Arwkv.sln -c Release -nologo -v q
   # CI compiles the GPU kernels (warnings are errors) for the targets Debian's hipcc knows; nothing runs them here.
   if [ -n "${CI:-}" ] || [ "${ARWKV_BUILD_NATIVE:-}" = 1 ]; then ARWKV_HIP_TARGETS="gfx90a;gfx940" native/hip/build.sh; fi
-  dotnet test tests/Arwkv.Core.Tests -c Release --no-build -nologo --logger "console;verbosity=normal" "$@"
+  # The HIP kernel tests run on the HIP-on-CPU executor (native/hip/hip_to_cpu.h): warp size 32 with a shuffled
+  # schedule first, then warp size 64 in the full run (whose closing count CI reports).
+  ARWKV_HIP_CPU_WARP_SIZE=32 native/hip/build.sh --cpu
+  native/hip/build.sh --cpu
+  ARWKV_HIP_LIBRARY="$ROOT/native/hip/build/cpu-w32/libarwkv_hip.so" ARWKV_HIP_ALLOW_CPU_EXECUTOR=1 ARWKV_HIP_TESTS_REQUIRED=1 \
+    ARWKV_HIP_CPU_ORDER=shuffle:7 dotnet test tests/Arwkv.Core.Tests -c Release --no-build -nologo \
+    --filter "FullyQualifiedName~Arwkv.Tests.Hip"
+  ARWKV_HIP_LIBRARY="$ROOT/native/hip/build/cpu-w64/libarwkv_hip.so" ARWKV_HIP_ALLOW_CPU_EXECUTOR=1 ARWKV_HIP_TESTS_REQUIRED=1 \
+    dotnet test tests/Arwkv.Core.Tests -c Release --no-build -nologo --logger "console;verbosity=normal" "$@"
 }
 
 cmd_demo() { need_dotnet; dotnet run -c Release --project src/Arwkv.Cli -- demo "$@"; }

@@ -27,7 +27,7 @@
 extern "C" {
 #endif
 
-#define ARWKV_HIP_ABI_VERSION 1
+#define ARWKV_HIP_ABI_VERSION 2
 
 typedef enum arwkv_hip_status {
     ARWKV_HIP_OK = 0,
@@ -45,6 +45,7 @@ typedef enum arwkv_hip_dtype {
 typedef enum arwkv_hip_platform {
     ARWKV_HIP_PLATFORM_AMD = 1,
     ARWKV_HIP_PLATFORM_NVIDIA = 2,
+    ARWKV_HIP_PLATFORM_CPU_EXECUTOR = 3,  // the HIP-on-CPU executor (build.sh --cpu): a testing tool, not a GPU
 } arwkv_hip_platform;
 
 // Fixed-size, blittable: marshalled field by field by the C# binding.
@@ -70,6 +71,9 @@ ARWKV_HIP_API int32_t arwkv_hip_device_count(int32_t* count);      // 0 devices 
 ARWKV_HIP_API int32_t arwkv_hip_device_info_get(int32_t device, arwkv_hip_device_info* info);
 ARWKV_HIP_API int32_t arwkv_hip_init(int32_t device);              // select the device for this thread, create the context
 ARWKV_HIP_API int32_t arwkv_hip_device_synchronize(void);
+// The HIP-on-CPU executor only (ARWKV_HIP_ERROR_UNSUPPORTED elsewhere): the order in which the threads of a block
+// are released from each barrier and blocks are started, 0 forward, 1 reverse, 2 shuffled by seed (the race check).
+ARWKV_HIP_API int32_t arwkv_hip_executor_set_schedule(int32_t order, uint64_t seed);
 
 // Last error of the calling thread. The message is copied NUL-terminated and truncated to capacity; the return
 // value is the full message length (call with capacity 0 to size a buffer).

@@ -1,5 +1,5 @@
 // common.h: what every .hip file of libarwkv_hip shares. It picks the vendor (HIP on AMD; CUDA through
-// hip_to_cuda.h when nvcc compiles the same sources), defines the warp size as a compile-time function, bf16
+// hip_to_cuda.h when nvcc compiles the same sources; the HIP-on-CPU executor of hip_to_cpu.h for the host compiler), defines the warp size as a compile-time function, bf16
 // conversions written out by hand (HIP 5.2 has no hip_bf16.h and the two vendors' bf16 types differ), block
 // reductions, and the error plumbing that turns runtime failures into the thread-local last error of the C ABI.
 #pragma once
@@ -11,7 +11,8 @@
 #include "hip_to_cuda.h"
 #define ARWKV_PLATFORM_NVIDIA 1
 #else
-#error "libarwkv_hip is compiled by hipcc (AMD) or nvcc (CUDA, via hip_to_cuda.h)"
+// The host C++ compiler: the HIP-on-CPU executor, a testing tool (native/hip/build.sh --cpu).
+#include "hip_to_cpu.h"
 #endif
 
 #include <math.h>
@@ -27,6 +28,8 @@ __host__ __device__ constexpr int warp_size() {
     return __AMDGCN_WAVEFRONT_SIZE;
 #elif defined(ARWKV_PLATFORM_NVIDIA)
     return 32;
+#elif defined(ARWKV_PLATFORM_CPU)
+    return ARWKV_HIP_CPU_WARP_SIZE;
 #else
     return 64;
 #endif

@@ -26,15 +26,27 @@ int32_t arwkv_check_runtime(hipError_t error, const char* what) {
     // Clear the runtime's sticky copy so the next, unrelated call does not report it again.
     (void)hipGetLastError();
     const int32_t status = error == hipErrorNoDevice ? ARWKV_HIP_ERROR_NO_DEVICE : ARWKV_HIP_ERROR_RUNTIME;
+#if defined(ARWKV_PLATFORM_CPU)
+    // The executor knows which kernel, block and threads failed, which a GPU runtime's error code does not say.
+    return arwkv_fail(status, "%s failed: %s (%s, code %d): %s", what, hipGetErrorString(error),
+                      hipGetErrorName(error), static_cast<int>(error), hipcpu::last_fault_detail());
+#else
     return arwkv_fail(status, "%s failed: %s (%s, code %d)", what, hipGetErrorString(error), hipGetErrorName(error),
                       static_cast<int>(error));
+#endif
 }
 
 int32_t arwkv_check_launch(const char* kernel_name) {
     const hipError_t error = hipGetLastError();
     if (error == hipSuccess) return ARWKV_HIP_OK;
+#if defined(ARWKV_PLATFORM_CPU)
+    return arwkv_fail(ARWKV_HIP_ERROR_RUNTIME, "launching %s failed: %s (%s, code %d): %s", kernel_name,
+                      hipGetErrorString(error), hipGetErrorName(error), static_cast<int>(error),
+                      hipcpu::last_fault_detail());
+#else
     return arwkv_fail(ARWKV_HIP_ERROR_RUNTIME, "launching %s failed: %s (%s, code %d)", kernel_name,
                       hipGetErrorString(error), hipGetErrorName(error), static_cast<int>(error));
+#endif
 }
 
 extern "C" int32_t arwkv_hip_last_error_code(void) { return g_last_error_code; }
@@ -56,8 +68,23 @@ extern "C" int32_t arwkv_hip_abi_version(void) { return ARWKV_HIP_ABI_VERSION; }
 extern "C" int32_t arwkv_hip_platform_id(void) {
 #if defined(ARWKV_PLATFORM_AMD)
     return ARWKV_HIP_PLATFORM_AMD;
+#elif defined(ARWKV_PLATFORM_CPU)
+    return ARWKV_HIP_PLATFORM_CPU_EXECUTOR;
 #else
     return ARWKV_HIP_PLATFORM_NVIDIA;
+#endif
+}
+
+extern "C" int32_t arwkv_hip_executor_set_schedule(int32_t order, uint64_t seed) {
+#if defined(ARWKV_PLATFORM_CPU)
+    ARWKV_REQUIRE(order >= 0 && order <= 2);
+    hipcpu::set_schedule(order, seed);
+    return ARWKV_HIP_OK;
+#else
+    (void)order;
+    (void)seed;
+    return arwkv_fail(ARWKV_HIP_ERROR_UNSUPPORTED, "arwkv_hip_executor_set_schedule: this library runs on a GPU, "
+                      "not on the HIP-on-CPU executor");
 #endif
 }
 
@@ -95,8 +122,8 @@ extern "C" int32_t arwkv_hip_device_info_get(int32_t device, arwkv_hip_device_in
     ARWKV_TRY(hipGetDeviceProperties(&props, device));
     memset(info, 0, sizeof *info);
     snprintf(info->name, sizeof info->name, "%s", props.name);
-#if defined(ARWKV_PLATFORM_AMD)
-    snprintf(info->arch, sizeof info->arch, "%s", props.gcnArchName);
+#if defined(ARWKV_PLATFORM_AMD) || defined(ARWKV_PLATFORM_CPU)
+    snprintf(info->arch, sizeof info->arch, "%.63s", props.gcnArchName);
 #else
     snprintf(info->arch, sizeof info->arch, "sm_%d%d", props.major, props.minor);
 #endif

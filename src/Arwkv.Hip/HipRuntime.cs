@@ -23,6 +23,14 @@ public static class HipRuntime
     /// <summary>Environment variable holding an explicit path to libarwkv_hip.so.</summary>
     public const string LibraryPathVariable = "ARWKV_HIP_LIBRARY";
 
+    /// <summary>
+    /// Environment variable that must be 1 for a HIP-on-CPU executor build (native/hip/build.sh --cpu) to be used.
+    /// The executor runs every kernel on the CPU for tests; it is never a backend, so nothing selects it silently.
+    /// </summary>
+    public const string AllowExecutorVariable = "ARWKV_HIP_ALLOW_CPU_EXECUTOR";
+
+    const int PlatformCpuExecutor = 3;
+
     // The runtimes libarwkv_hip links against: ROCm's HIP (hipcc build) or CUDA's runtime (nvcc build).
     static readonly string[] AmdRuntimeNames = ["libamdhip64.so.6", "libamdhip64.so.5", "libamdhip64.so"];
     static readonly string[] CudaRuntimeNames = ["libcudart.so.12", "libcudart.so.13", "libcudart.so"];
@@ -85,6 +93,26 @@ public static class HipRuntime
             EnsureLoaded();
             return NativeMethods.arwkv_hip_platform_id() == 1;
         }
+    }
+
+    /// <summary>True when the loaded library is the HIP-on-CPU executor (a testing tool, not a GPU).</summary>
+    public static bool IsCpuExecutor
+    {
+        get
+        {
+            EnsureLoaded();
+            return NativeMethods.arwkv_hip_platform_id() == PlatformCpuExecutor;
+        }
+    }
+
+    /// <summary>
+    /// HIP-on-CPU executor only: the order in which a block's threads leave each barrier and blocks start, for the
+    /// race check (a kernel whose results depend on it is missing a barrier or racing).
+    /// </summary>
+    public static void SetExecutorSchedule(ExecutorOrder order, ulong seed = 0)
+    {
+        EnsureLoaded();
+        Check(NativeMethods.arwkv_hip_executor_set_schedule((int)order, seed), "arwkv_hip_executor_set_schedule");
     }
 
     /// <summary>True when the library was built with ARWKV_HIP_BLAS (rocBLAS or cuBLAS behind the GEMM).</summary>
@@ -224,6 +252,13 @@ public static class HipRuntime
 
         s_handle = handle;
         s_loadedPath = loadedFrom;
+        if (NativeMethods.arwkv_hip_platform_id() == PlatformCpuExecutor &&
+            Environment.GetEnvironmentVariable(AllowExecutorVariable) != "1")
+        {
+            reason = $"{loadedFrom} is the HIP-on-CPU executor (native/hip/build.sh --cpu), a testing tool that runs " +
+                     $"kernels on the CPU, not a GPU backend; set {AllowExecutorVariable}=1 to use it on purpose.";
+            return false;
+        }
         int status = NativeMethods.arwkv_hip_device_count(out int count);
         if (status != 0 || count == 0)
         {
@@ -254,4 +289,15 @@ public static class HipRuntime
         NativeLibrary.Free(handle);
         return true;
     }
+}
+
+/// <summary>Orders of the HIP-on-CPU executor's schedule (see <see cref="HipRuntime.SetExecutorSchedule"/>).</summary>
+public enum ExecutorOrder
+{
+    /// <summary>Threads and blocks in index order.</summary>
+    Forward = 0,
+    /// <summary>Threads and blocks in reverse index order.</summary>
+    Reverse = 1,
+    /// <summary>A permutation drawn from the seed, anew at every barrier.</summary>
+    Shuffle = 2,
 }

@@ -13,7 +13,7 @@ internal static unsafe partial class NativeMethods
     internal const string LibraryName = "arwkv_hip";
 
     /// <summary>Must match ARWKV_HIP_ABI_VERSION in arwkv_hip.h.</summary>
-    internal const int AbiVersion = 1;
+    internal const int AbiVersion = 2;
 
     internal const int F32 = 0;
     internal const int BF16 = 1;
@@ -41,6 +41,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(LibraryName)] internal static partial int arwkv_hip_device_info_get(int device, DeviceInfo* info);
     [LibraryImport(LibraryName)] internal static partial int arwkv_hip_init(int device);
     [LibraryImport(LibraryName)] internal static partial int arwkv_hip_device_synchronize();
+    [LibraryImport(LibraryName)] internal static partial int arwkv_hip_executor_set_schedule(int order, ulong seed);
     [LibraryImport(LibraryName)] internal static partial int arwkv_hip_last_error_code();
     [LibraryImport(LibraryName)] internal static partial int arwkv_hip_last_error_message(byte* buffer, int capacity);
     [LibraryImport(LibraryName)] internal static partial int arwkv_hip_stream_create(out nint stream);

@@ -15,8 +15,7 @@ public class HipKernelTests
     [SetUp]
     public void RequireGpu()
     {
-        if (!HipRuntime.TryLoad(out string reason)) Assert.Ignore("GPU kernels not run: " + reason);
-        HipRuntime.Initialize();
+        HipTestDevice.Require();
     }
 
     // ---- RMSNorm ----------------------------------------------------------------------------------------------------

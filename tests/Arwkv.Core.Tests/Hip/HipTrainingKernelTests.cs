@@ -12,8 +12,7 @@ public class HipTrainingKernelTests
     [SetUp]
     public void RequireGpu()
     {
-        if (!HipRuntime.TryLoad(out string reason)) Assert.Ignore("GPU kernels not run: " + reason);
-        HipRuntime.Initialize();
+        HipTestDevice.Require();
     }
 
     [TestCase(DType.F32)]
