@@ -121,6 +121,7 @@ public static unsafe partial class MatMul
     {
         KernelIsa.Vector512 => 32,
         KernelIsa.Vector256 => 16,
+        KernelIsa.Vector128 => 8,
         _ => 0,
     };
 
