@@ -1,4 +1,5 @@
 using Arwkv.Generation;
+using Arwkv.Kernels;
 using Arwkv.Layers;
 using BenchmarkDotNet.Attributes;
 
@@ -6,7 +7,7 @@ namespace Arwkv.Benchmarks;
 
 /// <summary>
 /// One WKV7 recurrence step for every head of a layer (the decode path's main non-GEMV cost): 14 heads for
-/// Qwen2.5-0.5B's width, 56 for ARWKV-7B's. Vectorized (AVX-512, head size 64) against the scalar path.
+/// Qwen2.5-0.5B's width, 56 for ARWKV-7B's. Vectorized (the widest path here) against the scalar path.
 /// </summary>
 [Config(typeof(KernelConfig))]
 public class Wkv7StepBenchmarks
@@ -42,7 +43,7 @@ public class Wkv7StepBenchmarks
         {
             int o = h * N;
             Wkv7.Step(_state.AsSpan(h * N * N, N * N), _r.AsSpan(o, N), _w.AsSpan(o, N), _k.AsSpan(o, N), _v.AsSpan(o, N),
-                _kk.AsSpan(o, N), _a.AsSpan(o, N), _rk.AsSpan(o, N), _y.AsSpan(o, N), Vectorized);
+                _kk.AsSpan(o, N), _a.AsSpan(o, N), _rk.AsSpan(o, N), _y.AsSpan(o, N), Vectorized ? MatMul.Isa : KernelIsa.Scalar);
         }
     }
 }

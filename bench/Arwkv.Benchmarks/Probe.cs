@@ -69,7 +69,7 @@ static class Probe
                     {
                         int o = t * C + h * N;
                         Arwkv.Layers.Wkv7.Step(state.AsSpan(h * N * N, N * N), r.AsSpan(o, N), w.AsSpan(o, N), k.AsSpan(o, N), v.AsSpan(o, N),
-                            kk.AsSpan(o, N), a.AsSpan(o, N), rk.AsSpan(h * N, N), y.AsSpan(o, N));
+                            kk.AsSpan(o, N), a.AsSpan(o, N), rk.AsSpan(h * N, N), y.AsSpan(o, N), MatMul.Isa);
                     }
             }
             for (int round = 0; round < 3; round++)

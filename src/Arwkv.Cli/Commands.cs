@@ -100,7 +100,7 @@ internal static partial class CliApp
             for (int i = 0; i < ids.Length; i++) ids[i] = random.Next(lm.VocabSize);
             var logits = new float[lm.VocabSize];
 
-            error.WriteLine($"bench: {lm.Architecture}, vocab {lm.VocabSize}, {result.GetValue(threads)} threads");
+            error.WriteLine($"bench: {lm.Architecture}, vocab {lm.VocabSize}, {result.GetValue(threads)} threads, kernels {Arwkv.Kernels.MatMul.DetectedIsa}");
             // The same work once, untimed (as llama-bench and our llama.cpp bench.mjs do): the JIT's tiers, the first
             // touch of the memory-mapped weights and the pool's start-up are not what a prefill or decode costs.
             error.WriteLine("bench: warm-up (the same work, untimed)");

@@ -41,9 +41,14 @@ public static unsafe partial class MatMul
         switch (type)
         {
             case DType.BF16:
-                if (isa == KernelIsa.Vector512) Bf16Dot4V512((ushort*)p0, (ushort*)p1, (ushort*)p2, (ushort*)p3, x, cols, sums);
-                else if (isa == KernelIsa.Vector256) Bf16Dot4V256((ushort*)p0, (ushort*)p1, (ushort*)p2, (ushort*)p3, x, cols, sums);
-                else Bf16Dot4Scalar((ushort*)p0, (ushort*)p1, (ushort*)p2, (ushort*)p3, x, 0, cols, sums);
+                ushort* b0 = (ushort*)p0, b1 = (ushort*)p1, b2 = (ushort*)p2, b3 = (ushort*)p3;
+                switch (isa)
+                {
+                    case KernelIsa.Vector512: Bf16Dot4<SimdVector512>(b0, b1, b2, b3, x, cols, sums); break;
+                    case KernelIsa.Vector256: Bf16Dot4<SimdVector256>(b0, b1, b2, b3, x, cols, sums); break;
+                    case KernelIsa.Vector128: Bf16Dot4<SimdVector128>(b0, b1, b2, b3, x, cols, sums); break;
+                    default: Bf16Dot4Scalar(b0, b1, b2, b3, x, 0, cols, sums); break;
+                }
                 break;
             case DType.F32:
                 F32Dot4((float*)p0, (float*)p1, (float*)p2, (float*)p3, x, cols, sums, isa);
@@ -59,9 +64,13 @@ public static unsafe partial class MatMul
     static void F32Dot4(float* p0, float* p1, float* p2, float* p3, float* x, int cols, float* sums, KernelIsa isa)
     {
         sums[0] = sums[1] = sums[2] = sums[3] = 0;
-        if (isa == KernelIsa.Vector512) F32Dot4V512(p0, p1, p2, p3, x, cols, sums);
-        else if (isa == KernelIsa.Vector256) F32Dot4V256(p0, p1, p2, p3, x, cols, sums);
-        else F32Dot4Scalar(p0, p1, p2, p3, x, 0, cols, sums);
+        switch (isa)
+        {
+            case KernelIsa.Vector512: F32Dot4<SimdVector512>(p0, p1, p2, p3, x, cols, sums); break;
+            case KernelIsa.Vector256: F32Dot4<SimdVector256>(p0, p1, p2, p3, x, cols, sums); break;
+            case KernelIsa.Vector128: F32Dot4<SimdVector128>(p0, p1, p2, p3, x, cols, sums); break;
+            default: F32Dot4Scalar(p0, p1, p2, p3, x, 0, cols, sums); break;
+        }
     }
 
     /// <summary>
@@ -123,74 +132,51 @@ public static unsafe partial class MatMul
         sums[0] += s0; sums[1] += s1; sums[2] += s2; sums[3] += s3;
     }
 
-    static void Bf16Dot4V512(ushort* p0, ushort* p1, ushort* p2, ushort* p3, float* x, int cols, float* sums)
+    /// <summary>
+    /// Four BF16 rows against x (even/odd permuted in blocks of 2 * TV.Count), with the rows widened in registers.
+    /// Columns past the last full block go to the scalar tail.
+    /// </summary>
+    static void Bf16Dot4<TV>(ushort* p0, ushort* p1, ushort* p2, ushort* p3, float* x, int cols, float* sums)
+        where TV : unmanaged, ISimdVector<TV>
     {
-        var high = Vector512.Create(0xFFFF0000u);
-        Vector512<float> e0 = default, e1 = default, e2 = default, e3 = default;
-        Vector512<float> o0 = default, o1 = default, o2 = default, o3 = default;
+        int L = TV.Count, step = 2 * L;
+        TV e0 = default, e1 = default, e2 = default, e3 = default;
+        TV o0 = default, o1 = default, o2 = default, o3 = default;
         int c = 0;
-        // The next four rows follow these in memory; fetching them now keeps DRAM busy across row blocks, where
-        // the hardware prefetchers (which see four short streams) would otherwise restart.
         nint ahead = 4 * (nint)cols;
-        for (; c <= cols - 32; c += 32)
+        for (; c <= cols - step; c += step)
         {
-            if (PrefetchGemv)
-            {
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p0 + ahead + c);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p1 + ahead + c);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p2 + ahead + c);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p3 + ahead + c);
-            }
-            var xe = Vector512.Load(x + c);
-            var xo = Vector512.Load(x + c + 16);
-            var w0 = Vector512.Load(p0 + c).AsUInt32();
-            var w1 = Vector512.Load(p1 + c).AsUInt32();
-            var w2 = Vector512.Load(p2 + c).AsUInt32();
-            var w3 = Vector512.Load(p3 + c).AsUInt32();
-            e0 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(w0, 16).AsSingle(), xe, e0);
-            o0 = Vector512.FusedMultiplyAdd((w0 & high).AsSingle(), xo, o0);
-            e1 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(w1, 16).AsSingle(), xe, e1);
-            o1 = Vector512.FusedMultiplyAdd((w1 & high).AsSingle(), xo, o1);
-            e2 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(w2, 16).AsSingle(), xe, e2);
-            o2 = Vector512.FusedMultiplyAdd((w2 & high).AsSingle(), xo, o2);
-            e3 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(w3, 16).AsSingle(), xe, e3);
-            o3 = Vector512.FusedMultiplyAdd((w3 & high).AsSingle(), xo, o3);
+            // One cache line of each row per step at 512 bits, so the prefetch there costs one instruction per line.
+            if (L == 16 && PrefetchGemv) PrefetchNextRows(p0 + ahead + c, p1 + ahead + c, p2 + ahead + c, p3 + ahead + c);
+            TV xe = TV.Load(x + c), xo = TV.Load(x + c + L);
+            TV.LoadBf16EvenOdd(p0 + c, out TV we, out TV wo);
+            e0 = TV.Fma(we, xe, e0); o0 = TV.Fma(wo, xo, o0);
+            TV.LoadBf16EvenOdd(p1 + c, out we, out wo);
+            e1 = TV.Fma(we, xe, e1); o1 = TV.Fma(wo, xo, o1);
+            TV.LoadBf16EvenOdd(p2 + c, out we, out wo);
+            e2 = TV.Fma(we, xe, e2); o2 = TV.Fma(wo, xo, o2);
+            TV.LoadBf16EvenOdd(p3 + c, out we, out wo);
+            e3 = TV.Fma(we, xe, e3); o3 = TV.Fma(wo, xo, o3);
         }
-        sums[0] = Vector512.Sum(e0 + o0);
-        sums[1] = Vector512.Sum(e1 + o1);
-        sums[2] = Vector512.Sum(e2 + o2);
-        sums[3] = Vector512.Sum(e3 + o3);
+        sums[0] = TV.Sum(e0 + o0);
+        sums[1] = TV.Sum(e1 + o1);
+        sums[2] = TV.Sum(e2 + o2);
+        sums[3] = TV.Sum(e3 + o3);
         Bf16Dot4Scalar(p0, p1, p2, p3, x, c, cols, sums);
     }
 
-    static void Bf16Dot4V256(ushort* p0, ushort* p1, ushort* p2, ushort* p3, float* x, int cols, float* sums)
+    /// <summary>
+    /// The next four rows follow these in memory; fetching them now keeps DRAM busy across row blocks, where the
+    /// hardware prefetchers (which see four short streams) would otherwise restart.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void PrefetchNextRows(void* a, void* b, void* c, void* d)
     {
-        var high = Vector256.Create(0xFFFF0000u);
-        Vector256<float> e0 = default, e1 = default, e2 = default, e3 = default;
-        Vector256<float> o0 = default, o1 = default, o2 = default, o3 = default;
-        int c = 0;
-        for (; c <= cols - 16; c += 16)
-        {
-            var xe = Vector256.Load(x + c);
-            var xo = Vector256.Load(x + c + 8);
-            var w0 = Vector256.Load(p0 + c).AsUInt32();
-            var w1 = Vector256.Load(p1 + c).AsUInt32();
-            var w2 = Vector256.Load(p2 + c).AsUInt32();
-            var w3 = Vector256.Load(p3 + c).AsUInt32();
-            e0 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(w0, 16).AsSingle(), xe, e0);
-            o0 = Vector256.FusedMultiplyAdd((w0 & high).AsSingle(), xo, o0);
-            e1 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(w1, 16).AsSingle(), xe, e1);
-            o1 = Vector256.FusedMultiplyAdd((w1 & high).AsSingle(), xo, o1);
-            e2 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(w2, 16).AsSingle(), xe, e2);
-            o2 = Vector256.FusedMultiplyAdd((w2 & high).AsSingle(), xo, o2);
-            e3 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(w3, 16).AsSingle(), xe, e3);
-            o3 = Vector256.FusedMultiplyAdd((w3 & high).AsSingle(), xo, o3);
-        }
-        sums[0] = Vector256.Sum(e0 + o0);
-        sums[1] = Vector256.Sum(e1 + o1);
-        sums[2] = Vector256.Sum(e2 + o2);
-        sums[3] = Vector256.Sum(e3 + o3);
-        Bf16Dot4Scalar(p0, p1, p2, p3, x, c, cols, sums);
+        if (!System.Runtime.Intrinsics.X86.Sse.IsSupported) return;
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(a);
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(b);
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(c);
+        System.Runtime.Intrinsics.X86.Sse.Prefetch0(d);
     }
 
     /// <summary>
@@ -217,13 +203,7 @@ public static unsafe partial class MatMul
         int c = 0;
         for (; c <= cols - 16; c += 16)
         {
-            if (PrefetchGemv && (c & 31) == 0)
-            {
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p0 + ahead + c);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p1 + ahead + c);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p2 + ahead + c);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p3 + ahead + c);
-            }
+            if (PrefetchGemv && (c & 31) == 0) PrefetchNextRows(p0 + ahead + c, p1 + ahead + c, p2 + ahead + c, p3 + ahead + c);
             var xa = Vector512.Load(x + c);
             a0 = Vector512.FusedMultiplyAdd(WidenHalf(Vector256.Load(p0 + c)), xa, a0);
             a1 = Vector512.FusedMultiplyAdd(WidenHalf(Vector256.Load(p1 + c)), xa, a1);
@@ -244,83 +224,45 @@ public static unsafe partial class MatMul
         }
     }
 
-    static void F32Dot4V512(float* p0, float* p1, float* p2, float* p3, float* x, int cols, float* sums)
+    /// <summary>Four float32 rows against x, two accumulator sets per row; columns past the last vector go to the scalar tail.</summary>
+    static void F32Dot4<TV>(float* p0, float* p1, float* p2, float* p3, float* x, int cols, float* sums)
+        where TV : unmanaged, ISimdVector<TV>
     {
-        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
+        int L = TV.Count;
+        TV a0 = default, a1 = default, a2 = default, a3 = default;
+        TV b0 = default, b1 = default, b2 = default, b3 = default;
         int c = 0;
         nint ahead = 4 * (nint)cols;
-        for (; c <= cols - 32; c += 32)
+        for (; c <= cols - 2 * L; c += 2 * L)
         {
-            if (PrefetchGemv)
+            if (L == 16 && PrefetchGemv)
             {
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p0 + ahead + c);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p0 + ahead + c + 16);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p1 + ahead + c);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p1 + ahead + c + 16);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p2 + ahead + c);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p2 + ahead + c + 16);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p3 + ahead + c);
-                System.Runtime.Intrinsics.X86.Sse.Prefetch0(p3 + ahead + c + 16);
+                PrefetchNextRows(p0 + ahead + c, p1 + ahead + c, p2 + ahead + c, p3 + ahead + c);
+                PrefetchNextRows(p0 + ahead + c + L, p1 + ahead + c + L, p2 + ahead + c + L, p3 + ahead + c + L);
             }
-            var xa = Vector512.Load(x + c);
-            var xb = Vector512.Load(x + c + 16);
-            a0 = Vector512.FusedMultiplyAdd(Vector512.Load(p0 + c), xa, a0);
-            b0 = Vector512.FusedMultiplyAdd(Vector512.Load(p0 + c + 16), xb, b0);
-            a1 = Vector512.FusedMultiplyAdd(Vector512.Load(p1 + c), xa, a1);
-            b1 = Vector512.FusedMultiplyAdd(Vector512.Load(p1 + c + 16), xb, b1);
-            a2 = Vector512.FusedMultiplyAdd(Vector512.Load(p2 + c), xa, a2);
-            b2 = Vector512.FusedMultiplyAdd(Vector512.Load(p2 + c + 16), xb, b2);
-            a3 = Vector512.FusedMultiplyAdd(Vector512.Load(p3 + c), xa, a3);
-            b3 = Vector512.FusedMultiplyAdd(Vector512.Load(p3 + c + 16), xb, b3);
+            TV xa = TV.Load(x + c), xb = TV.Load(x + c + L);
+            a0 = TV.Fma(TV.Load(p0 + c), xa, a0);
+            b0 = TV.Fma(TV.Load(p0 + c + L), xb, b0);
+            a1 = TV.Fma(TV.Load(p1 + c), xa, a1);
+            b1 = TV.Fma(TV.Load(p1 + c + L), xb, b1);
+            a2 = TV.Fma(TV.Load(p2 + c), xa, a2);
+            b2 = TV.Fma(TV.Load(p2 + c + L), xb, b2);
+            a3 = TV.Fma(TV.Load(p3 + c), xa, a3);
+            b3 = TV.Fma(TV.Load(p3 + c + L), xb, b3);
         }
-        if (c <= cols - 16)
+        if (c <= cols - L)
         {
-            var xa = Vector512.Load(x + c);
-            a0 = Vector512.FusedMultiplyAdd(Vector512.Load(p0 + c), xa, a0);
-            a1 = Vector512.FusedMultiplyAdd(Vector512.Load(p1 + c), xa, a1);
-            a2 = Vector512.FusedMultiplyAdd(Vector512.Load(p2 + c), xa, a2);
-            a3 = Vector512.FusedMultiplyAdd(Vector512.Load(p3 + c), xa, a3);
-            c += 16;
+            TV xa = TV.Load(x + c);
+            a0 = TV.Fma(TV.Load(p0 + c), xa, a0);
+            a1 = TV.Fma(TV.Load(p1 + c), xa, a1);
+            a2 = TV.Fma(TV.Load(p2 + c), xa, a2);
+            a3 = TV.Fma(TV.Load(p3 + c), xa, a3);
+            c += L;
         }
-        sums[0] = Vector512.Sum(a0 + b0);
-        sums[1] = Vector512.Sum(a1 + b1);
-        sums[2] = Vector512.Sum(a2 + b2);
-        sums[3] = Vector512.Sum(a3 + b3);
-        F32Dot4Scalar(p0, p1, p2, p3, x, c, cols, sums);
-    }
-
-    static void F32Dot4V256(float* p0, float* p1, float* p2, float* p3, float* x, int cols, float* sums)
-    {
-        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
-        int c = 0;
-        for (; c <= cols - 16; c += 16)
-        {
-            var xa = Vector256.Load(x + c);
-            var xb = Vector256.Load(x + c + 8);
-            a0 = Vector256.FusedMultiplyAdd(Vector256.Load(p0 + c), xa, a0);
-            b0 = Vector256.FusedMultiplyAdd(Vector256.Load(p0 + c + 8), xb, b0);
-            a1 = Vector256.FusedMultiplyAdd(Vector256.Load(p1 + c), xa, a1);
-            b1 = Vector256.FusedMultiplyAdd(Vector256.Load(p1 + c + 8), xb, b1);
-            a2 = Vector256.FusedMultiplyAdd(Vector256.Load(p2 + c), xa, a2);
-            b2 = Vector256.FusedMultiplyAdd(Vector256.Load(p2 + c + 8), xb, b2);
-            a3 = Vector256.FusedMultiplyAdd(Vector256.Load(p3 + c), xa, a3);
-            b3 = Vector256.FusedMultiplyAdd(Vector256.Load(p3 + c + 8), xb, b3);
-        }
-        if (c <= cols - 8)
-        {
-            var xa = Vector256.Load(x + c);
-            a0 = Vector256.FusedMultiplyAdd(Vector256.Load(p0 + c), xa, a0);
-            a1 = Vector256.FusedMultiplyAdd(Vector256.Load(p1 + c), xa, a1);
-            a2 = Vector256.FusedMultiplyAdd(Vector256.Load(p2 + c), xa, a2);
-            a3 = Vector256.FusedMultiplyAdd(Vector256.Load(p3 + c), xa, a3);
-            c += 8;
-        }
-        sums[0] = Vector256.Sum(a0 + b0);
-        sums[1] = Vector256.Sum(a1 + b1);
-        sums[2] = Vector256.Sum(a2 + b2);
-        sums[3] = Vector256.Sum(a3 + b3);
+        sums[0] = TV.Sum(a0 + b0);
+        sums[1] = TV.Sum(a1 + b1);
+        sums[2] = TV.Sum(a2 + b2);
+        sums[3] = TV.Sum(a3 + b3);
         F32Dot4Scalar(p0, p1, p2, p3, x, c, cols, sums);
     }
 }

@@ -10,6 +10,8 @@ internal enum KernelIsa
 {
     /// <summary>Plain scalar loops (any CPU).</summary>
     Scalar,
+    /// <summary>128-bit vectors through the cross-platform Vector128 API (SSE on x86, AdvSimd on ARM64).</summary>
+    Vector128,
     /// <summary>256-bit vectors with FMA (AVX2).</summary>
     Vector256,
     /// <summary>512-bit vectors (AVX-512F/BW).</summary>
@@ -26,6 +28,7 @@ public static unsafe partial class MatMul
     internal static readonly KernelIsa DetectedIsa =
         Avx512F.IsSupported && Avx512BW.IsSupported ? KernelIsa.Vector512
         : Avx2.IsSupported && Fma.IsSupported ? KernelIsa.Vector256
+        : Vector128.IsHardwareAccelerated ? KernelIsa.Vector128
         : KernelIsa.Scalar;
 
     /// <summary>
@@ -118,6 +121,7 @@ public static unsafe partial class MatMul
     {
         KernelIsa.Vector512 => 32,
         KernelIsa.Vector256 => 16,
+        KernelIsa.Vector128 => 8,
         _ => 0,
     };
 

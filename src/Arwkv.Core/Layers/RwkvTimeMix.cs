@@ -195,6 +195,7 @@ internal sealed class RwkvTimeMix
     private ArwkvScratch? _runScratch;
     private float[]? _runState;
     private int _runRows;
+    private KernelIsa _runIsa;
     private Action<int>? _headBody;
     private int[]? _headOrder;
     private int _headOrderThreads;
@@ -228,6 +229,7 @@ internal sealed class RwkvTimeMix
 
         int N = HeadSize;
         int heads = C / N;
+        _runIsa = MatMul.Isa;
         if (rows == 1 || pool.ThreadCount == 1)
         {
             // One token's recurrence is microseconds of work: dispatching it to threads would cost more than it saves.
@@ -382,7 +384,7 @@ internal sealed class RwkvTimeMix
         {
             int o = t * C + head * N;
             Wkv7.Step(state, s.R.AsSpan(o, N), s.Decay.AsSpan(o, N), s.K.AsSpan(o, N), s.V.AsSpan(o, N),
-                s.Kk.AsSpan(o, N), s.A.AsSpan(o, N), rk, s.Y.AsSpan(o, N));
+                s.Kk.AsSpan(o, N), s.A.AsSpan(o, N), rk, s.Y.AsSpan(o, N), _runIsa);
         }
     }
 

@@ -1,5 +1,5 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
+using Arwkv.Kernels;
 
 namespace Arwkv.Layers;
 
@@ -17,89 +17,122 @@ namespace Arwkv.Layers;
 /// </summary>
 internal static unsafe class Wkv7
 {
+    /// <summary>One step on the path <paramref name="isa"/> (the caller's <see cref="MatMul.Isa"/>: pool threads do not see a forced path).</summary>
     public static void Step(Span<float> state, ReadOnlySpan<float> r, ReadOnlySpan<float> w, ReadOnlySpan<float> k,
-        ReadOnlySpan<float> v, ReadOnlySpan<float> kk, ReadOnlySpan<float> a, ReadOnlySpan<float> rk, Span<float> y, bool vectorized = true)
+        ReadOnlySpan<float> v, ReadOnlySpan<float> kk, ReadOnlySpan<float> a, ReadOnlySpan<float> rk, Span<float> y, KernelIsa isa)
     {
         int n = r.Length;
         if (state.Length < n * n || w.Length < n || k.Length < n || v.Length < n || kk.Length < n || a.Length < n || rk.Length < n || y.Length < n)
             throw new ArgumentException("WKV7 step: spans shorter than the head size");
         fixed (float* s = state, pr = r, pw = w, pk = k, pv = v, pkk = kk, pa = a, prk = rk, py = y)
         {
-            if (vectorized && n == 64 && Vector512.IsHardwareAccelerated) Step64(s, pr, pw, pk, pv, pkk, pa, prk, py);
-            else StepScalar(n, s, pr, pw, pk, pv, pkk, pa, prk, py);
+            float bonus = isa switch
+            {
+                KernelIsa.Vector512 => Bonus<SimdVector512>(n, pr, pk, prk),
+                KernelIsa.Vector256 => Bonus<SimdVector256>(n, pr, pk, prk),
+                KernelIsa.Vector128 => Bonus<SimdVector128>(n, pr, pk, prk),
+                _ => BonusTail(n, 0, pr, pk, prk),
+            };
+            int done = isa switch
+            {
+                KernelIsa.Vector512 => StepColumns<SimdVector512>(n, s, pr, pw, pk, pv, pkk, pa, bonus, py),
+                KernelIsa.Vector256 => StepColumns<SimdVector256>(n, s, pr, pw, pk, pv, pkk, pa, bonus, py),
+                KernelIsa.Vector128 => StepColumns<SimdVector128>(n, s, pr, pw, pk, pv, pkk, pa, bonus, py),
+                _ => 0,
+            };
+            StepScalar(n, done, s, pr, pw, pk, pv, pkk, pa, bonus, py);
         }
     }
 
-    /// <summary>Head size 64 (every released checkpoint): a state row is four zmm registers.</summary>
+    /// <summary>
+    /// sum_j r_j k_j rk_j. In vectors, not a scalar loop: a serial chain of 64 adds costs about as much as a
+    /// quarter of the AVX-512 step.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Bonus<TV>(int n, float* r, float* k, float* rk) where TV : unmanaged, ISimdVector<TV>
+    {
+        TV sum = default;
+        int j = 0;
+        for (; j + TV.Count <= n; j += TV.Count) sum = TV.Fma(TV.Load(r + j) * TV.Load(k + j), TV.Load(rk + j), sum);
+        return TV.Sum(sum) + BonusTail(n, j, r, k, rk);
+    }
+
+    private static float BonusTail(int n, int j, float* r, float* k, float* rk)
+    {
+        float bonus = 0;
+        for (; j < n; j++) bonus += r[j] * k[j] * rk[j];
+        return bonus;
+    }
+
+    /// <summary>
+    /// Every column i depends only on column i of the state, so the head is cut into blocks of four vectors of
+    /// columns (a head of 64 is one block of zmm, two of ymm, four of xmm registers), each run through both passes
+    /// while its accumulators stay in registers. Sets y for the columns it covers and returns the first column it did not.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Step64(float* s, float* r, float* w, float* k, float* v, float* kk, float* a, float* rk, float* y)
+    private static int StepColumns<TV>(int n, float* s, float* r, float* w, float* k, float* v, float* kk, float* a, float bonus, float* y)
+        where TV : unmanaged, ISimdVector<TV>
     {
-        // Pass 1: sa = -sum_j kk_j * row_j, two accumulator sets to halve the dependency chain.
-        Vector512<float> p0 = default, p1 = default, p2 = default, p3 = default;
-        Vector512<float> q0 = default, q1 = default, q2 = default, q3 = default;
-        for (int j = 0; j < 64; j += 2)
+        int L = TV.Count, block = 4 * L, i0 = 0;
+        for (; i0 + block <= n; i0 += block)
         {
-            float* row = s + j * 64;
-            Vector512<float> c = Vector512.Create(kk[j]), d = Vector512.Create(kk[j + 1]);
-            p0 = Vector512.FusedMultiplyAdd(Vector512.Load(row), c, p0);
-            p1 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 16), c, p1);
-            p2 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 32), c, p2);
-            p3 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 48), c, p3);
-            q0 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 64), d, q0);
-            q1 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 80), d, q1);
-            q2 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 96), d, q2);
-            q3 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 112), d, q3);
-        }
-        Vector512<float> sa0 = -(p0 + q0), sa1 = -(p1 + q1), sa2 = -(p2 + q2), sa3 = -(p3 + q3);
-        Vector512<float> v0 = Vector512.Load(v), v1 = Vector512.Load(v + 16), v2 = Vector512.Load(v + 32), v3 = Vector512.Load(v + 48);
+            // Pass 1: sa = -sum_j kk_j * row_j, two accumulator sets to halve the dependency chain.
+            TV p0 = default, p1 = default, p2 = default, p3 = default;
+            TV q0 = default, q1 = default, q2 = default, q3 = default;
+            int j = 0;
+            for (; j + 1 < n; j += 2)
+            {
+                float* row = s + j * n + i0;
+                TV c = TV.Broadcast(kk[j]), d = TV.Broadcast(kk[j + 1]);
+                p0 = TV.Fma(TV.Load(row), c, p0);
+                p1 = TV.Fma(TV.Load(row + L), c, p1);
+                p2 = TV.Fma(TV.Load(row + 2 * L), c, p2);
+                p3 = TV.Fma(TV.Load(row + 3 * L), c, p3);
+                q0 = TV.Fma(TV.Load(row + n), d, q0);
+                q1 = TV.Fma(TV.Load(row + n + L), d, q1);
+                q2 = TV.Fma(TV.Load(row + n + 2 * L), d, q2);
+                q3 = TV.Fma(TV.Load(row + n + 3 * L), d, q3);
+            }
+            if (j < n)
+            {
+                float* row = s + j * n + i0;
+                TV c = TV.Broadcast(kk[j]);
+                p0 = TV.Fma(TV.Load(row), c, p0);
+                p1 = TV.Fma(TV.Load(row + L), c, p1);
+                p2 = TV.Fma(TV.Load(row + 2 * L), c, p2);
+                p3 = TV.Fma(TV.Load(row + 3 * L), c, p3);
+            }
+            TV sa0 = -(p0 + q0), sa1 = -(p1 + q1), sa2 = -(p2 + q2), sa3 = -(p3 + q3);
+            TV v0 = TV.Load(v + i0), v1 = TV.Load(v + i0 + L), v2 = TV.Load(v + i0 + 2 * L), v3 = TV.Load(v + i0 + 3 * L);
 
-        // Pass 2: row_j = row_j * w_j + k_j * v + (kk_j a_j) * sa, and y += r_j * row_j.
-        Vector512<float> y0 = default, y1 = default, y2 = default, y3 = default;
-        Vector512<float> z0 = default, z1 = default, z2 = default, z3 = default;
-        float bonus = 0;
-        for (int j = 0; j < 64; j += 2)
-        {
-            bonus += r[j] * k[j] * rk[j] + r[j + 1] * k[j + 1] * rk[j + 1];
-            float* row = s + j * 64;
+            // Pass 2: row_j = row_j * w_j + k_j * v + (kk_j a_j) * sa, and y += r_j * row_j. One accumulator set: the
+            // chain of y is shorter than the 16 operations per step, and AVX2 has only 16 registers.
+            TV y0 = default, y1 = default, y2 = default, y3 = default;
+            for (j = 0; j < n; j++)
             {
-                Vector512<float> wj = Vector512.Create(w[j]), kj = Vector512.Create(k[j]), bj = Vector512.Create(kk[j] * a[j]), rj = Vector512.Create(r[j]);
-                Vector512<float> s0 = Vector512.FusedMultiplyAdd(Vector512.Load(row), wj, Vector512.FusedMultiplyAdd(v0, kj, sa0 * bj));
-                Vector512<float> s1 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 16), wj, Vector512.FusedMultiplyAdd(v1, kj, sa1 * bj));
-                Vector512<float> s2 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 32), wj, Vector512.FusedMultiplyAdd(v2, kj, sa2 * bj));
-                Vector512<float> s3 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 48), wj, Vector512.FusedMultiplyAdd(v3, kj, sa3 * bj));
-                s0.Store(row); s1.Store(row + 16); s2.Store(row + 32); s3.Store(row + 48);
-                y0 = Vector512.FusedMultiplyAdd(s0, rj, y0);
-                y1 = Vector512.FusedMultiplyAdd(s1, rj, y1);
-                y2 = Vector512.FusedMultiplyAdd(s2, rj, y2);
-                y3 = Vector512.FusedMultiplyAdd(s3, rj, y3);
+                float* row = s + j * n + i0;
+                TV wj = TV.Broadcast(w[j]), kj = TV.Broadcast(k[j]), bj = TV.Broadcast(kk[j] * a[j]), rj = TV.Broadcast(r[j]);
+                TV s0 = TV.Fma(TV.Load(row), wj, TV.Fma(v0, kj, sa0 * bj));
+                TV s1 = TV.Fma(TV.Load(row + L), wj, TV.Fma(v1, kj, sa1 * bj));
+                TV s2 = TV.Fma(TV.Load(row + 2 * L), wj, TV.Fma(v2, kj, sa2 * bj));
+                TV s3 = TV.Fma(TV.Load(row + 3 * L), wj, TV.Fma(v3, kj, sa3 * bj));
+                TV.Store(s0, row); TV.Store(s1, row + L); TV.Store(s2, row + 2 * L); TV.Store(s3, row + 3 * L);
+                y0 = TV.Fma(s0, rj, y0);
+                y1 = TV.Fma(s1, rj, y1);
+                y2 = TV.Fma(s2, rj, y2);
+                y3 = TV.Fma(s3, rj, y3);
             }
-            row += 64;
-            {
-                Vector512<float> wj = Vector512.Create(w[j + 1]), kj = Vector512.Create(k[j + 1]), bj = Vector512.Create(kk[j + 1] * a[j + 1]), rj = Vector512.Create(r[j + 1]);
-                Vector512<float> s0 = Vector512.FusedMultiplyAdd(Vector512.Load(row), wj, Vector512.FusedMultiplyAdd(v0, kj, sa0 * bj));
-                Vector512<float> s1 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 16), wj, Vector512.FusedMultiplyAdd(v1, kj, sa1 * bj));
-                Vector512<float> s2 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 32), wj, Vector512.FusedMultiplyAdd(v2, kj, sa2 * bj));
-                Vector512<float> s3 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 48), wj, Vector512.FusedMultiplyAdd(v3, kj, sa3 * bj));
-                s0.Store(row); s1.Store(row + 16); s2.Store(row + 32); s3.Store(row + 48);
-                z0 = Vector512.FusedMultiplyAdd(s0, rj, z0);
-                z1 = Vector512.FusedMultiplyAdd(s1, rj, z1);
-                z2 = Vector512.FusedMultiplyAdd(s2, rj, z2);
-                z3 = Vector512.FusedMultiplyAdd(s3, rj, z3);
-            }
+            TV bv = TV.Broadcast(bonus);
+            TV.Store(TV.Fma(bv, v0, y0), y + i0); TV.Store(TV.Fma(bv, v1, y1), y + i0 + L);
+            TV.Store(TV.Fma(bv, v2, y2), y + i0 + 2 * L); TV.Store(TV.Fma(bv, v3, y3), y + i0 + 3 * L);
         }
-        Vector512<float> bv = Vector512.Create(bonus);
-        Vector512.FusedMultiplyAdd(bv, v0, y0 + z0).Store(y);
-        Vector512.FusedMultiplyAdd(bv, v1, y1 + z1).Store(y + 16);
-        Vector512.FusedMultiplyAdd(bv, v2, y2 + z2).Store(y + 32);
-        Vector512.FusedMultiplyAdd(bv, v3, y3 + z3).Store(y + 48);
+        return i0;
     }
 
-    /// <summary>Any head size, and machines without AVX-512. Same transposed layout: s[j * n + i] = S[i][j].</summary>
-    private static void StepScalar(int n, float* s, float* r, float* w, float* k, float* v, float* kk, float* a, float* rk, float* y)
+    /// <summary>Columns [i0, n) of any head size, the vector paths' tail and the path of CPUs without SIMD. Same transposed layout: s[j * n + i] = S[i][j].</summary>
+    private static void StepScalar(int n, int i0, float* s, float* r, float* w, float* k, float* v, float* kk, float* a, float bonus, float* y)
     {
-        float bonus = 0;
-        for (int j = 0; j < n; j++) bonus += r[j] * k[j] * rk[j];
-        for (int i = 0; i < n; i++)
+        for (int i = i0; i < n; i++)
         {
             float sa = 0;
             for (int j = 0; j < n; j++) sa -= s[j * n + i] * kk[j];

@@ -72,7 +72,7 @@ public class MatMulTests
 
     static IEnumerable<TestCaseData> Paths()
     {
-        foreach (var isa in new[] { KernelIsa.Scalar, KernelIsa.Vector256, KernelIsa.Vector512 })
+        foreach (var isa in new[] { KernelIsa.Scalar, KernelIsa.Vector128, KernelIsa.Vector256, KernelIsa.Vector512 })
             foreach (var type in new[] { DType.F32, DType.F16, DType.BF16 })
                 yield return new TestCaseData(isa.ToString(), type).SetArgDisplayNames(isa.ToString(), type.ToString());
     }

@@ -70,6 +70,34 @@ public class ArwkvModelTests
         Assert.That(error, Is.LessThan(1e-4));
     }
 
+    /// <summary>
+    /// The whole model on each kernel path this CPU has (forced on the calling thread, which every kernel dispatch
+    /// reads). Paths differ from each other only by float rounding, so all meet the same bound as the default path.
+    /// </summary>
+    [Test]
+    public void EveryKernelPath_MatchesFloat64Reference([Values("Scalar", "Vector128", "Vector256", "Vector512")] string path,
+        [Values] ForwardMode mode, [Values(DType.F32, DType.BF16)] DType type)
+    {
+        var isa = Enum.Parse<Arwkv.Kernels.KernelIsa>(path);
+        Assume.That(isa <= Arwkv.Kernels.MatMul.DetectedIsa, $"this CPU has no {path} path");
+        using var dir = new TempDirectory();
+        var config = RandomArwkvCheckpoint.SmallConfig();
+        RandomArwkvCheckpoint.Create(dir.Path, config, seed: 19, type: type);
+        int[] tokens = Tokens(40, config.VocabSize, seed: 5);
+        Arwkv.Kernels.MatMul.ForceIsa = isa;
+        try
+        {
+            using var model = Load(dir.Path, mode);
+            double error = ArwkvReference.RelativeL2(AllLogits(model, tokens), new ArwkvReference(dir.Path).Logits(tokens));
+            TestContext.Out.WriteLine($"{path} {mode} {type}: relative L2 error {error:E3}");
+            Assert.That(error, Is.LessThan(1e-4));
+        }
+        finally
+        {
+            Arwkv.Kernels.MatMul.ForceIsa = null;
+        }
+    }
+
     [Test]
     public void ShardedCheckpoint_GivesTheSameLogitsAsOneFile()
     {

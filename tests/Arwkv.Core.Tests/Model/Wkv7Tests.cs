@@ -1,14 +1,23 @@
+using Arwkv.Kernels;
 using Arwkv.Layers;
 
 namespace Arwkv.Tests.Model;
 
-/// <summary>The WKV7 step (vector and scalar paths, transposed state) against the formula in float64.</summary>
-public class Wkv7Tests
+/// <summary>The WKV7 step (every vector width and scalar, transposed state) against the formula in float64.</summary>
+internal class Wkv7Tests
 {
-    [TestCase(64, true)]
-    [TestCase(64, false)]
-    [TestCase(24, true)]
-    public void Steps_MatchTheFormulaInDouble(int n, bool vectorized)
+    // 64: every released head; 24 and 40: a 128- or 256-bit block plus a scalar tail of columns; 7: scalar only.
+    [Test]
+    public void Steps_MatchTheFormulaInDouble([Values(64, 24, 40, 7)] int n,
+        [Values(KernelIsa.Scalar, KernelIsa.Vector128, KernelIsa.Vector256, KernelIsa.Vector512)] KernelIsa isa)
+    {
+        Assume.That(isa <= MatMul.DetectedIsa, $"this CPU has no {isa} path");
+        MatMul.ForceIsa = isa;
+        try { CheckSteps(n, MatMul.Isa); }
+        finally { MatMul.ForceIsa = null; }
+    }
+
+    private static void CheckSteps(int n, KernelIsa isa)
     {
         var rng = new Random(n);
         float U(double lo, double hi) => (float)(lo + (hi - lo) * rng.NextDouble());
@@ -23,7 +32,7 @@ public class Wkv7Tests
             double norm = Math.Sqrt(kk.Sum(x => (double)x * x));
             for (int j = 0; j < n; j++) kk[j] = (float)(kk[j] / norm);
 
-            Wkv7.Step(state, r, w, k, v, kk, a, rk, y, vectorized);
+            Wkv7.Step(state, r, w, k, v, kk, a, rk, y, isa);
 
             double bonus = 0;
             for (int j = 0; j < n; j++) bonus += (double)r[j] * k[j] * rk[j];
