@@ -204,6 +204,43 @@ ARWKV_HIP_API int32_t arwkv_wkv7_decode(float* y, float* state, const float* r, 
                                         const float* v, const float* a, const float* b, int32_t B, int32_t H,
                                         void* stream);
 
+// ============================================== attention.hip ======================================================
+// The Qwen2 teacher's attention core on q, k, v already projected (biases added), float32. Layouts are the linear
+// layers' outputs: q [B,T,H,D] (= [B,T,H*D]), k and v [B,T,KV,D]; query head h reads kv head h / (H/KV), H a
+// multiple of KV; D is 16, 32, 64 or 128; softmax scale 1/sqrt(D).
+// RoPE, Hugging Face's rotate_half (element i pairs with i + D/2): out [B,T,heads,D] (overwrites; out may be x),
+//   out[i] = x[i] cos - x[i+D/2] sin,  out[i+D/2] = x[i+D/2] cos + x[i] sin,
+// cos_table, sin_table [P, D/2] from the host (transformers' float32 angles, as Attention.RotaryTables), row = the
+// token's position t + start_positions[b] (start_positions [B] int32, NULL = 0). A position outside [0,P) writes 0.
+ARWKV_HIP_API int32_t arwkv_rope_forward(float* out, const float* x, const float* cos_table, const float* sin_table,
+                                         const int32_t* start_positions, int32_t B, int32_t T, int32_t heads,
+                                         int32_t D, int32_t P, void* stream);
+// dx [B,T,heads,D] += the transposed rotation of dout (dx != dout).
+ARWKV_HIP_API int32_t arwkv_rope_backward(float* dx, const float* dout, const float* cos_table, const float* sin_table,
+                                          const int32_t* start_positions, int32_t B, int32_t T, int32_t heads,
+                                          int32_t D, int32_t P, void* stream);
+// Causal attention, flash style (tiles of keys, online softmax; no [T,T] matrix is stored): out [B,T,H,D]
+// (overwrites) = softmax(q k^T / sqrt(D)) v over keys s <= t, on rotated q and k. lse [B,H,T] (NULL = not saved;
+// overwrites): each row's log-sum-exp of the scaled scores, what the backward needs. mask [B,T] int32 (NULL = all
+// valid): a key with mask 0 is never attended; a query with mask 0 writes out = 0 and lse = -inf.
+ARWKV_HIP_API int32_t arwkv_attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                                              const int32_t* mask, int32_t B, int32_t T, int32_t H, int32_t KV,
+                                              int32_t D, void* stream);
+// dq [B,T,H,D], dk, dv [B,T,KV,D] += the gradients with respect to the rotated q, k and v (dk, dv summed over each
+// kv head's group of query heads) from dout [B,T,H,D], given the forward's out and lse. delta [B,H,T] is scratch
+// (overwrites: rowsum(dout * out)). Masked queries get no gradient and send none. Deterministic (no atomics).
+ARWKV_HIP_API int32_t arwkv_attention_backward(float* dq, float* dk, float* dv, float* delta, const float* dout,
+                                               const float* out, const float* lse, const float* q, const float* k,
+                                               const float* v, const int32_t* mask, int32_t B, int32_t T, int32_t H,
+                                               int32_t KV, int32_t D, void* stream);
+// Generation: one rotated query per sequence, q [B,H,D] float32, against the KV cache k_cache, v_cache
+// [B,capacity,KV,D] in cache_dtype (f32 or bf16), whose rows 0..lengths[b]-1 it attends (the new token's k and v are
+// already written at row lengths[b]-1). lengths [B] int32 (NULL = capacity for all; clamped to [0,capacity]).
+// out [B,H,D] (overwrites; 0 where the length is 0).
+ARWKV_HIP_API int32_t arwkv_attention_decode(float* out, const float* q, const void* k_cache, const void* v_cache,
+                                             const int32_t* lengths, int32_t cache_dtype, int32_t B, int32_t H,
+                                             int32_t KV, int32_t D, int32_t capacity, void* stream);
+
 // ============================================== matmul.hip =========================================================
 // c [M,N] float32 = alpha * op(A) op(B) + beta * c, row-major, op(X) = X or X^T:
 //   trans_a = 0: a is [M,K]; 1: a is [K,M].   trans_b = 0: b is [K,N]; 1: b is [N,K].
