@@ -117,6 +117,23 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(LibraryName)]
     internal static partial int arwkv_wkv7_decode(nint y, nint state, nint r, nint w, nint k, nint v, nint a, nint b, int batch, int heads, nint stream);
 
+    // ---- attention.hip ------------------------------------------------------------------------------------------
+    [LibraryImport(LibraryName)]
+    internal static partial int arwkv_rope_forward(nint output, nint x, nint cosTable, nint sinTable, nint startPositions,
+        int batch, int time, int heads, int headDim, int positions, nint stream);
+    [LibraryImport(LibraryName)]
+    internal static partial int arwkv_rope_backward(nint dx, nint dout, nint cosTable, nint sinTable, nint startPositions,
+        int batch, int time, int heads, int headDim, int positions, nint stream);
+    [LibraryImport(LibraryName)]
+    internal static partial int arwkv_attention_forward(nint output, nint lse, nint q, nint k, nint v, nint mask,
+        int batch, int time, int heads, int kvHeads, int headDim, nint stream);
+    [LibraryImport(LibraryName)]
+    internal static partial int arwkv_attention_backward(nint dq, nint dk, nint dv, nint delta, nint dout, nint output, nint lse,
+        nint q, nint k, nint v, nint mask, int batch, int time, int heads, int kvHeads, int headDim, nint stream);
+    [LibraryImport(LibraryName)]
+    internal static partial int arwkv_attention_decode(nint output, nint q, nint kCache, nint vCache, nint lengths, int cacheDType,
+        int batch, int heads, int kvHeads, int headDim, int capacity, nint stream);
+
     // ---- matmul.hip ---------------------------------------------------------------------------------------------
     [LibraryImport(LibraryName)]
     internal static partial int arwkv_gemm(nint c, nint a, int aDType, nint b, int bDType, int transA, int transB, int m, int n, int k,
