@@ -18,13 +18,13 @@ public class HipAttentionTests
         HipTestDevice.Require();
     }
 
-    // Sequence 0 padded on the right (its last 5 tokens), sequence 1 on the left (all but its last 4 when T > 36).
+    // Sequence 0 padded on the right (its last 3 tokens), sequence 1 on the left (all but its last 4 when T > 36).
     static int[] PaddingMask(int B, int T)
     {
         var mask = new int[B * T];
         for (int t = 0; t < T; t++)
         {
-            mask[t] = t < T - 5 ? 1 : 0;
+            mask[t] = t < T - 3 ? 1 : 0;
             if (B > 1) mask[T + t] = t >= Math.Min(33, T - 4) ? 1 : 0;
         }
         return mask;
