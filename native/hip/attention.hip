@@ -9,9 +9,10 @@
 //
 // Attention, causal and grouped (query head h reads kv head h / (H/KV)), scale 1/sqrt(D):
 //     S = scale q k^T,  P = softmax(S) over the visible keys s <= t,  O = P v,  lse_t = log sum_s exp(S_ts).
-// FlashAttention-2's algorithm: a block owns 16 query rows of one head and walks the keys in tiles of 32 with an
-// online softmax (running max m and sum l per row; when m grows, l and the output accumulator are rescaled by
-// exp(m_old - m_new)), so no T x T matrix exists anywhere. Tiles past the block's last row are never visited.
+// FlashAttention-2's algorithm: a block owns 16 query rows of one head and walks the keys in tiles of 32 (16 at
+// D = 128) with an online softmax (running max m and sum l per row; when m grows, l and the output accumulator are
+// rescaled by exp(m_old - m_new)), so no T x T matrix exists anywhere. Tiles past the block's last row are never
+// visited.
 // Backward, with D_t = rowsum(dO_t * O_t) precomputed and P rebuilt exactly as exp(S - lse):
 //     dV = P^T dO,  dP = dO V^T,  dS = P (dP - D),  dQ = scale dS K,  dK = scale dS^T Q.
 // Two kernels instead of FA2's one with atomic dQ: one block per (key tile, kv head) accumulates dK and dV over
@@ -24,12 +25,14 @@
 #include "common.h"
 
 constexpr int kAttnRows = 16;                              // query rows per block (Br)
-constexpr int kAttnKeys = 32;                              // keys per tile (Bc)
 constexpr int kAttnThreads = 128;                          // a multiple of 64: whole warps at either warp size
 constexpr int kRowThreads = kAttnThreads / kAttnRows;      // threads sharing one query row's output columns
-constexpr int kKeyThreads = kAttnThreads / kAttnKeys;      // threads sharing one key row's dK/dV columns
 constexpr int kDecodeKeys = 128;                           // decode: keys per tile, one per thread
 constexpr int kRopeBlock = 256;
+
+// Keys per tile (Bc): 32, or 16 at D = 128 so that the backward's tiles stay under 48 KB of static shared memory
+// (CUDA's limit without opting in; AMD allows 64 KB).
+__host__ __device__ constexpr int attn_keys(int D) { return D == 128 ? 16 : 32; }
 
 __device__ inline int imin(int a, int b) { return a < b ? a : b; }
 
@@ -86,13 +89,14 @@ template <int D>
 __global__ void __launch_bounds__(kAttnThreads)
 attention_forward_kernel(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* mask,
                          int T, int H, int KV, float scale) {
+    constexpr int kKeys = attn_keys(D);
     constexpr int kCols = D / kRowThreads;
     __shared__ float q_s[kAttnRows][D];
-    __shared__ float k_s[kAttnKeys][D + 1];  // +1: the score loop reads k_s down a column across lanes
-    __shared__ float v_s[kAttnKeys][D];
-    __shared__ float p_s[kAttnRows][kAttnKeys];
+    __shared__ float k_s[kKeys][D + 1];  // +1: the score loop reads k_s down a column across lanes
+    __shared__ float v_s[kKeys][D];
+    __shared__ float p_s[kAttnRows][kKeys];
     __shared__ float m_s[kAttnRows], l_s[kAttnRows], alpha_s[kAttnRows];
-    __shared__ int row_valid_s[kAttnRows], key_valid_s[kAttnKeys];
+    __shared__ int row_valid_s[kAttnRows], key_valid_s[kKeys];
 
     const int bh = blockIdx.x;
     const int b = bh / H, h = bh % H, g = h / (H / KV);
@@ -115,18 +119,18 @@ attention_forward_kernel(float* out, float* lse, const float* q, const float* k,
     for (int j = 0; j < kCols; j++) acc[j] = 0.0f;
 
     const int last_row = imin(row0 + kAttnRows, T) - 1;  // causal: no key after it is visible to this block
-    for (int key0 = 0; key0 <= last_row; key0 += kAttnKeys) {
+    for (int key0 = 0; key0 <= last_row; key0 += kKeys) {
         __syncthreads();  // the previous tile is consumed (and, the first time, q_s and the row state are written)
-        for (int e = tid; e < kAttnKeys * D; e += kAttnThreads) {
+        for (int e = tid; e < kKeys * D; e += kAttnThreads) {
             const int c = e / D, d = e % D, s = key0 + c;
             const int64_t idx = (((int64_t)b * T + s) * KV + g) * D + d;
             k_s[c][d] = s < T ? k[idx] : 0.0f;
             v_s[c][d] = s < T ? v[idx] : 0.0f;
         }
-        if (tid < kAttnKeys) key_valid_s[tid] = key0 + tid < T && token_valid(mask, (int64_t)b * T + key0 + tid);
+        if (tid < kKeys) key_valid_s[tid] = key0 + tid < T && token_valid(mask, (int64_t)b * T + key0 + tid);
         __syncthreads();
-        for (int e = tid; e < kAttnRows * kAttnKeys; e += kAttnThreads) {
-            const int r = e / kAttnKeys, c = e % kAttnKeys;
+        for (int e = tid; e < kAttnRows * kKeys; e += kAttnThreads) {
+            const int r = e / kKeys, c = e % kKeys;
             float score = -INFINITY;
             if (key0 + c <= row0 + r && row_valid_s[r] && key_valid_s[c]) {
                 float dot = 0.0f;
@@ -140,13 +144,13 @@ attention_forward_kernel(float* out, float* lse, const float* q, const float* k,
         if (tid < kAttnRows) {
             const float m_old = m_s[tid];
             float m_new = m_old;
-            for (int c = 0; c < kAttnKeys; c++) m_new = fmaxf(m_new, p_s[tid][c]);
+            for (int c = 0; c < kKeys; c++) m_new = fmaxf(m_new, p_s[tid][c]);
             float alpha = 1.0f, sum = 0.0f;
             if (m_new == -INFINITY) {  // nothing visible yet (masked keys so far, or a masked row)
-                for (int c = 0; c < kAttnKeys; c++) p_s[tid][c] = 0.0f;
+                for (int c = 0; c < kKeys; c++) p_s[tid][c] = 0.0f;
             } else {
                 alpha = expf(m_old - m_new);  // 0 when m_old = -inf: the accumulator is still 0 anyway
-                for (int c = 0; c < kAttnKeys; c++) {
+                for (int c = 0; c < kKeys; c++) {
                     const float p = expf(p_s[tid][c] - m_new);
                     p_s[tid][c] = p;
                     sum += p;
@@ -162,7 +166,7 @@ attention_forward_kernel(float* out, float* lse, const float* q, const float* k,
         for (int j = 0; j < kCols; j++) {
             const int d = my_lane + j * kRowThreads;
             float a = acc[j] * alpha;
-            for (int c = 0; c < kAttnKeys; c++) a += p_s[my_row][c] * v_s[c][d];
+            for (int c = 0; c < kKeys; c++) a += p_s[my_row][c] * v_s[c][d];
             acc[j] = a;
         }
     }
@@ -221,14 +225,15 @@ __device__ inline void load_query_tile(float (*q_s)[D], float (*do_s)[D], float*
 }
 
 // P and dS of a (query tile, key tile) pair into p_s and ds_s (zero where not visible). Caller synchronizes.
-template <int D, int KStride, int VStride>
-__device__ inline void tile_probabilities(float (*p_s)[kAttnKeys], float (*ds_s)[kAttnKeys], const float (*q_s)[D],
-                                          const float (*do_s)[D], const float (*k_s)[KStride],
-                                          const float (*v_s)[VStride], const float* lse_s, const float* delta_s,
+template <int D>
+__device__ inline void tile_probabilities(float (*p_s)[attn_keys(D)], float (*ds_s)[attn_keys(D)],
+                                          const float (*q_s)[D], const float (*do_s)[D], const float (*k_s)[D + 1],
+                                          const float (*v_s)[D + 1], const float* lse_s, const float* delta_s,
                                           const int* row_valid_s, const int* key_valid_s, int row0, int key0,
                                           float scale) {
-    for (int e = threadIdx.x; e < kAttnRows * kAttnKeys; e += kAttnThreads) {
-        const int r = e / kAttnKeys, c = e % kAttnKeys;
+    constexpr int kKeys = attn_keys(D);
+    for (int e = threadIdx.x; e < kAttnRows * kKeys; e += kAttnThreads) {
+        const int r = e / kKeys, c = e % kKeys;
         float p = 0.0f, ds = 0.0f;
         if (key0 + c <= row0 + r && row_valid_s[r] && key_valid_s[c]) {
             float qk = 0.0f, dp = 0.0f;
@@ -251,29 +256,31 @@ __global__ void __launch_bounds__(kAttnThreads)
 attention_backward_dkdv_kernel(float* dk, float* dv, const float* dout, const float* lse, const float* delta,
                                const float* q, const float* k, const float* v, const int32_t* mask, int T, int H,
                                int KV, float scale) {
+    constexpr int kKeys = attn_keys(D);
+    constexpr int kKeyThreads = kAttnThreads / kKeys;  // threads sharing one key row's dK/dV columns
     constexpr int kCols = D / kKeyThreads;
-    __shared__ float k_s[kAttnKeys][D + 1];
-    __shared__ float v_s[kAttnKeys][D + 1];
+    __shared__ float k_s[kKeys][D + 1];
+    __shared__ float v_s[kKeys][D + 1];
     __shared__ float q_s[kAttnRows][D];
     __shared__ float do_s[kAttnRows][D];
-    __shared__ float p_s[kAttnRows][kAttnKeys];
-    __shared__ float ds_s[kAttnRows][kAttnKeys];
+    __shared__ float p_s[kAttnRows][kKeys];
+    __shared__ float ds_s[kAttnRows][kKeys];
     __shared__ float lse_s[kAttnRows], delta_s[kAttnRows];
-    __shared__ int row_valid_s[kAttnRows], key_valid_s[kAttnKeys];
+    __shared__ int row_valid_s[kAttnRows], key_valid_s[kKeys];
 
     const int bg = blockIdx.x;
     const int b = bg / KV, g = bg % KV, group = H / KV;
-    const int key0 = blockIdx.y * kAttnKeys;
+    const int key0 = blockIdx.y * kKeys;
     const int tid = threadIdx.x;
     const int my_key = tid / kKeyThreads, my_lane = tid % kKeyThreads;
 
-    for (int e = tid; e < kAttnKeys * D; e += kAttnThreads) {
+    for (int e = tid; e < kKeys * D; e += kAttnThreads) {
         const int c = e / D, d = e % D, s = key0 + c;
         const int64_t idx = (((int64_t)b * T + s) * KV + g) * D + d;
         k_s[c][d] = s < T ? k[idx] : 0.0f;
         v_s[c][d] = s < T ? v[idx] : 0.0f;
     }
-    if (tid < kAttnKeys) key_valid_s[tid] = key0 + tid < T && token_valid(mask, (int64_t)b * T + key0 + tid);
+    if (tid < kKeys) key_valid_s[tid] = key0 + tid < T && token_valid(mask, (int64_t)b * T + key0 + tid);
     float dk_acc[kCols], dv_acc[kCols];
 #pragma unroll
     for (int j = 0; j < kCols; j++) dk_acc[j] = dv_acc[j] = 0.0f;
@@ -284,7 +291,7 @@ attention_backward_dkdv_kernel(float* dk, float* dv, const float* dout, const fl
             __syncthreads();  // the previous query tile is consumed (the first time: k_s, v_s are written)
             load_query_tile<D>(q_s, do_s, lse_s, delta_s, row_valid_s, q, dout, lse, delta, mask, b, h, row0, T, H);
             __syncthreads();
-            tile_probabilities<D, D + 1, D + 1>(p_s, ds_s, q_s, do_s, k_s, v_s, lse_s, delta_s, row_valid_s,
+            tile_probabilities<D>(p_s, ds_s, q_s, do_s, k_s, v_s, lse_s, delta_s, row_valid_s,
                                                 key_valid_s, row0, key0, scale);
             __syncthreads();
 #pragma unroll
@@ -317,15 +324,16 @@ template <int D>
 __global__ void __launch_bounds__(kAttnThreads)
 attention_backward_dq_kernel(float* dq, const float* dout, const float* lse, const float* delta, const float* q,
                              const float* k, const float* v, const int32_t* mask, int T, int H, int KV, float scale) {
+    constexpr int kKeys = attn_keys(D);
     constexpr int kCols = D / kRowThreads;
     __shared__ float q_s[kAttnRows][D];
     __shared__ float do_s[kAttnRows][D];
-    __shared__ float k_s[kAttnKeys][D + 1];
-    __shared__ float v_s[kAttnKeys][D + 1];
-    __shared__ float p_s[kAttnRows][kAttnKeys];
-    __shared__ float ds_s[kAttnRows][kAttnKeys];
+    __shared__ float k_s[kKeys][D + 1];
+    __shared__ float v_s[kKeys][D + 1];
+    __shared__ float p_s[kAttnRows][kKeys];
+    __shared__ float ds_s[kAttnRows][kKeys];
     __shared__ float lse_s[kAttnRows], delta_s[kAttnRows];
-    __shared__ int row_valid_s[kAttnRows], key_valid_s[kAttnKeys];
+    __shared__ int row_valid_s[kAttnRows], key_valid_s[kKeys];
 
     const int bh = blockIdx.x;
     const int b = bh / H, h = bh % H, g = h / (H / KV);
@@ -339,24 +347,24 @@ attention_backward_dq_kernel(float* dq, const float* dout, const float* lse, con
     for (int j = 0; j < kCols; j++) acc[j] = 0.0f;
 
     const int last_row = imin(row0 + kAttnRows, T) - 1;
-    for (int key0 = 0; key0 <= last_row; key0 += kAttnKeys) {
+    for (int key0 = 0; key0 <= last_row; key0 += kKeys) {
         __syncthreads();
-        for (int e = tid; e < kAttnKeys * D; e += kAttnThreads) {
+        for (int e = tid; e < kKeys * D; e += kAttnThreads) {
             const int c = e / D, d = e % D, s = key0 + c;
             const int64_t idx = (((int64_t)b * T + s) * KV + g) * D + d;
             k_s[c][d] = s < T ? k[idx] : 0.0f;
             v_s[c][d] = s < T ? v[idx] : 0.0f;
         }
-        if (tid < kAttnKeys) key_valid_s[tid] = key0 + tid < T && token_valid(mask, (int64_t)b * T + key0 + tid);
+        if (tid < kKeys) key_valid_s[tid] = key0 + tid < T && token_valid(mask, (int64_t)b * T + key0 + tid);
         __syncthreads();
-        tile_probabilities<D, D + 1, D + 1>(p_s, ds_s, q_s, do_s, k_s, v_s, lse_s, delta_s, row_valid_s, key_valid_s,
+        tile_probabilities<D>(p_s, ds_s, q_s, do_s, k_s, v_s, lse_s, delta_s, row_valid_s, key_valid_s,
                                             row0, key0, scale);
         __syncthreads();
 #pragma unroll
         for (int j = 0; j < kCols; j++) {
             const int d = my_lane + j * kRowThreads;
             float a = acc[j];
-            for (int c = 0; c < kAttnKeys; c++) a += ds_s[my_row][c] * k_s[c][d];
+            for (int c = 0; c < kKeys; c++) a += ds_s[my_row][c] * k_s[c][d];
             acc[j] = a;
         }
     }
@@ -480,7 +488,7 @@ static int32_t launch_attention_backward(float* dq, float* dk, float* dv, const 
                                          const float* delta, const float* q, const float* k, const float* v,
                                          const int32_t* mask, int B, int T, int H, int KV, hipStream_t stream) {
     const float scale = 1.0f / sqrtf((float)D);
-    const dim3 kv_grid((unsigned)(B * KV), (unsigned)((T + kAttnKeys - 1) / kAttnKeys));
+    const dim3 kv_grid((unsigned)(B * KV), (unsigned)((T + attn_keys(D) - 1) / attn_keys(D)));
     hipLaunchKernelGGL(attention_backward_dkdv_kernel<D>, kv_grid, dim3(kAttnThreads), 0, stream, dk, dv, dout, lse,
                        delta, q, k, v, mask, T, H, KV, scale);
     int32_t status = arwkv_check_launch("attention_backward_dkdv_kernel");

@@ -7,8 +7,8 @@ namespace Arwkv.Tests.Hip;
 /// <summary>
 /// attention.hip against the float64 <see cref="AttentionReference"/> (itself checked in
 /// <see cref="AttentionReferenceTests"/>) and against Arwkv.Core's training layer. Sizes are not multiples of the
-/// kernels' tiles (16 query rows, 32 keys, 128 decode keys); the masks pad on the right and, for longer than a key
-/// tile, on the left, so a row's first key tile can be entirely masked.
+/// kernels' tiles (16 query rows, 32 keys or 16 at D = 128, 128 decode keys); the masks pad on the right and, for
+/// longer than a key tile, on the left, so a row's first key tile can be entirely masked.
 /// </summary>
 public class HipAttentionTests
 {
