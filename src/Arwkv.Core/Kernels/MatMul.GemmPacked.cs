@@ -27,9 +27,15 @@ public static unsafe partial class MatMul
     [ThreadStatic] static float[]? t_packedRows;
     [ThreadStatic] static float[]? t_rowBuffer;
 
+    /// <summary>
+    /// Whether width <typeparamref name="TV"/> has 32 vector registers (AVX-512, ARM64) rather than 16 (x86 at 256 or
+    /// 128 bits), a JIT-time constant that sizes register tiles.
+    /// </summary>
+    internal static bool WideRegisterFile<TV>() where TV : unmanaged, ISimdVector<TV>
+        => TV.Count == 16 || AdvSimd.Arm64.IsSupported;
+
     /// <summary>Tokens per micro-kernel tile at width <typeparamref name="TV"/> (a JIT-time constant).</summary>
-    static int TileTokens<TV>() where TV : unmanaged, ISimdVector<TV>
-        => TV.Count == 16 || AdvSimd.Arm64.IsSupported ? 6 : 3;
+    static int TileTokens<TV>() where TV : unmanaged, ISimdVector<TV> => WideRegisterFile<TV>() ? 6 : 3;
 
     /// <summary>What a packed Gemm computes: up to three matrices with their outputs, or a SwiGLU pair.</summary>
     struct PackedGemmSpec

@@ -48,6 +48,12 @@ internal unsafe interface ISimdVector<TSelf> where TSelf : unmanaged, ISimdVecto
     /// <summary>Count consecutive BF16 values widened to float32, in order.</summary>
     static abstract TSelf LoadBf16(ushort* source);
 
+    /// <summary>
+    /// Narrows to BF16 with round-to-nearest-even, NaN staying a quiet NaN (the rounding of
+    /// <see cref="Convert.Float32ToBFloat16(float)"/>), and stores Count values.
+    /// </summary>
+    static abstract void StoreBf16(TSelf value, ushort* destination);
+
     /// <summary>Count consecutive int8 values converted to float32 (exactly), in order.</summary>
     static abstract TSelf LoadInt8(sbyte* source);
 
@@ -140,6 +146,16 @@ internal readonly unsafe struct SimdVector128 : ISimdVector<SimdVector128>
         return Vector128.Create(Vector128.Sum(a), Vector128.Sum(b), Vector128.Sum(c), Vector128.Sum(d));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreBf16(SimdVector128 value, ushort* destination)
+    {
+        Vector128<uint> raw = value._value.AsUInt32();
+        Vector128<uint> rounded = (raw + Vector128.Create(0x7FFFu) + ((raw >> 16) & Vector128<uint>.One)) >> 16;
+        Vector128<uint> nan = (raw >> 16) | Vector128.Create(0x40u);
+        Vector128<uint> bits = Vector128.ConditionalSelect(Vector128.Equals(value._value, value._value).AsUInt32(), rounded, nan);
+        *(ulong*)destination = Vector128.Narrow(bits, bits).AsUInt64().ToScalar();
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static SimdVector128 operator +(SimdVector128 a, SimdVector128 b) => new(a._value + b._value);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static SimdVector128 operator *(SimdVector128 a, SimdVector128 b) => new(a._value * b._value);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static SimdVector128 operator -(SimdVector128 a) => new(-a._value);
@@ -213,6 +229,16 @@ internal readonly unsafe struct SimdVector256 : ISimdVector<SimdVector256>
         return s.GetLower() + s.GetUpper();
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreBf16(SimdVector256 value, ushort* destination)
+    {
+        Vector256<uint> raw = value._value.AsUInt32();
+        Vector256<uint> rounded = (raw + Vector256.Create(0x7FFFu) + ((raw >> 16) & Vector256<uint>.One)) >> 16;
+        Vector256<uint> nan = (raw >> 16) | Vector256.Create(0x40u);
+        Vector256<uint> bits = Vector256.ConditionalSelect(Vector256.Equals(value._value, value._value).AsUInt32(), rounded, nan);
+        Vector256.Narrow(bits, bits).GetLower().Store(destination);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static SimdVector256 operator +(SimdVector256 a, SimdVector256 b) => new(a._value + b._value);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static SimdVector256 operator *(SimdVector256 a, SimdVector256 b) => new(a._value * b._value);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static SimdVector256 operator -(SimdVector256 a) => new(-a._value);
@@ -269,6 +295,16 @@ internal readonly unsafe struct SimdVector512 : ISimdVector<SimdVector512>
     public static Vector128<float> Sum4(SimdVector512 a, SimdVector512 b, SimdVector512 c, SimdVector512 d)
         => SimdVector256.Sum4(a._value.GetLower() + a._value.GetUpper(), b._value.GetLower() + b._value.GetUpper(),
             c._value.GetLower() + c._value.GetUpper(), d._value.GetLower() + d._value.GetUpper());
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreBf16(SimdVector512 value, ushort* destination)
+    {
+        Vector512<uint> raw = value._value.AsUInt32();
+        Vector512<uint> rounded = (raw + Vector512.Create(0x7FFFu) + ((raw >> 16) & Vector512<uint>.One)) >> 16;
+        Vector512<uint> nan = (raw >> 16) | Vector512.Create(0x40u);
+        Vector512<uint> bits = Vector512.ConditionalSelect(Vector512.Equals(value._value, value._value).AsUInt32(), rounded, nan);
+        Vector512.Narrow(bits, bits).GetLower().Store(destination);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static SimdVector512 operator +(SimdVector512 a, SimdVector512 b) => new(a._value + b._value);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static SimdVector512 operator *(SimdVector512 a, SimdVector512 b) => new(a._value * b._value);
