@@ -431,40 +431,37 @@ public static unsafe partial class MatMul
         TV a50 = default, a51 = default, a52 = default, a53 = default;
         for (int s = 0; s < pairs; s++)
         {
-            TV v0 = TV.LoadBf16Even(w0), v1 = TV.LoadBf16Even(w1), v2 = TV.LoadBf16Even(w2), v3 = TV.LoadBf16Even(w3);
-            TV t = TV.Load(x);
-            a00 = TV.Fma(v0, t, a00); a01 = TV.Fma(v1, t, a01); a02 = TV.Fma(v2, t, a02); a03 = TV.Fma(v3, t, a03);
-            t = TV.Load(x + step);
-            a10 = TV.Fma(v0, t, a10); a11 = TV.Fma(v1, t, a11); a12 = TV.Fma(v2, t, a12); a13 = TV.Fma(v3, t, a13);
-            t = TV.Load(x + 2 * step);
-            a20 = TV.Fma(v0, t, a20); a21 = TV.Fma(v1, t, a21); a22 = TV.Fma(v2, t, a22); a23 = TV.Fma(v3, t, a23);
-            if (six)
-            {
-                t = TV.Load(x + 3 * step);
-                a30 = TV.Fma(v0, t, a30); a31 = TV.Fma(v1, t, a31); a32 = TV.Fma(v2, t, a32); a33 = TV.Fma(v3, t, a33);
-                t = TV.Load(x + 4 * step);
-                a40 = TV.Fma(v0, t, a40); a41 = TV.Fma(v1, t, a41); a42 = TV.Fma(v2, t, a42); a43 = TV.Fma(v3, t, a43);
-                t = TV.Load(x + 5 * step);
-                a50 = TV.Fma(v0, t, a50); a51 = TV.Fma(v1, t, a51); a52 = TV.Fma(v2, t, a52); a53 = TV.Fma(v3, t, a53);
-            }
-            // The odd elements, against each token's second L values; reloading the rows from L1 is cheaper than
-            // holding eight weight vectors beside the accumulators.
-            v0 = TV.LoadBf16Odd(w0); v1 = TV.LoadBf16Odd(w1); v2 = TV.LoadBf16Odd(w2); v3 = TV.LoadBf16Odd(w3);
-            t = TV.Load(x + L);
-            a00 = TV.Fma(v0, t, a00); a01 = TV.Fma(v1, t, a01); a02 = TV.Fma(v2, t, a02); a03 = TV.Fma(v3, t, a03);
-            t = TV.Load(x + L + step);
-            a10 = TV.Fma(v0, t, a10); a11 = TV.Fma(v1, t, a11); a12 = TV.Fma(v2, t, a12); a13 = TV.Fma(v3, t, a13);
-            t = TV.Load(x + L + 2 * step);
-            a20 = TV.Fma(v0, t, a20); a21 = TV.Fma(v1, t, a21); a22 = TV.Fma(v2, t, a22); a23 = TV.Fma(v3, t, a23);
-            if (six)
-            {
-                t = TV.Load(x + L + 3 * step);
-                a30 = TV.Fma(v0, t, a30); a31 = TV.Fma(v1, t, a31); a32 = TV.Fma(v2, t, a32); a33 = TV.Fma(v3, t, a33);
-                t = TV.Load(x + L + 4 * step);
-                a40 = TV.Fma(v0, t, a40); a41 = TV.Fma(v1, t, a41); a42 = TV.Fma(v2, t, a42); a43 = TV.Fma(v3, t, a43);
-                t = TV.Load(x + L + 5 * step);
-                a50 = TV.Fma(v0, t, a50); a51 = TV.Fma(v1, t, a51); a52 = TV.Fma(v2, t, a52); a53 = TV.Fma(v3, t, a53);
-            }
+            // Row-major as in MicroPacked: T x vectors live, each widened weight vector used T times; the even elements,
+            // then the odd ones against each token's second L values.
+            TV x0, x1, x2, x3 = default, x4 = default, x5 = default, v;
+            x0 = TV.Load(x); x1 = TV.Load(x + step); x2 = TV.Load(x + 2 * step);
+            if (six) { x3 = TV.Load(x + 3 * step); x4 = TV.Load(x + 4 * step); x5 = TV.Load(x + 5 * step); }
+            v = TV.LoadBf16Even(w0);
+            a00 = TV.Fma(v, x0, a00); a10 = TV.Fma(v, x1, a10); a20 = TV.Fma(v, x2, a20);
+            if (six) { a30 = TV.Fma(v, x3, a30); a40 = TV.Fma(v, x4, a40); a50 = TV.Fma(v, x5, a50); }
+            v = TV.LoadBf16Even(w1);
+            a01 = TV.Fma(v, x0, a01); a11 = TV.Fma(v, x1, a11); a21 = TV.Fma(v, x2, a21);
+            if (six) { a31 = TV.Fma(v, x3, a31); a41 = TV.Fma(v, x4, a41); a51 = TV.Fma(v, x5, a51); }
+            v = TV.LoadBf16Even(w2);
+            a02 = TV.Fma(v, x0, a02); a12 = TV.Fma(v, x1, a12); a22 = TV.Fma(v, x2, a22);
+            if (six) { a32 = TV.Fma(v, x3, a32); a42 = TV.Fma(v, x4, a42); a52 = TV.Fma(v, x5, a52); }
+            v = TV.LoadBf16Even(w3);
+            a03 = TV.Fma(v, x0, a03); a13 = TV.Fma(v, x1, a13); a23 = TV.Fma(v, x2, a23);
+            if (six) { a33 = TV.Fma(v, x3, a33); a43 = TV.Fma(v, x4, a43); a53 = TV.Fma(v, x5, a53); }
+            x0 = TV.Load(x + L); x1 = TV.Load(x + L + step); x2 = TV.Load(x + L + 2 * step);
+            if (six) { x3 = TV.Load(x + L + 3 * step); x4 = TV.Load(x + L + 4 * step); x5 = TV.Load(x + L + 5 * step); }
+            v = TV.LoadBf16Odd(w0);
+            a00 = TV.Fma(v, x0, a00); a10 = TV.Fma(v, x1, a10); a20 = TV.Fma(v, x2, a20);
+            if (six) { a30 = TV.Fma(v, x3, a30); a40 = TV.Fma(v, x4, a40); a50 = TV.Fma(v, x5, a50); }
+            v = TV.LoadBf16Odd(w1);
+            a01 = TV.Fma(v, x0, a01); a11 = TV.Fma(v, x1, a11); a21 = TV.Fma(v, x2, a21);
+            if (six) { a31 = TV.Fma(v, x3, a31); a41 = TV.Fma(v, x4, a41); a51 = TV.Fma(v, x5, a51); }
+            v = TV.LoadBf16Odd(w2);
+            a02 = TV.Fma(v, x0, a02); a12 = TV.Fma(v, x1, a12); a22 = TV.Fma(v, x2, a22);
+            if (six) { a32 = TV.Fma(v, x3, a32); a42 = TV.Fma(v, x4, a42); a52 = TV.Fma(v, x5, a52); }
+            v = TV.LoadBf16Odd(w3);
+            a03 = TV.Fma(v, x0, a03); a13 = TV.Fma(v, x1, a13); a23 = TV.Fma(v, x2, a23);
+            if (six) { a33 = TV.Fma(v, x3, a33); a43 = TV.Fma(v, x4, a43); a53 = TV.Fma(v, x5, a53); }
             w0 += step; w1 += step; w2 += step; w3 += step;
             x += (six ? 6 : 3) * step;
         }
@@ -485,22 +482,22 @@ public static unsafe partial class MatMul
         TV a50 = default, a51 = default, a52 = default, a53 = default;
         for (int s = 0; s < steps; s++)
         {
-            TV v0 = TV.Load(w), v1 = TV.Load(w + L), v2 = TV.Load(w + 2 * L), v3 = TV.Load(w + 3 * L);
-            TV t = TV.Load(x);
-            a00 = TV.Fma(v0, t, a00); a01 = TV.Fma(v1, t, a01); a02 = TV.Fma(v2, t, a02); a03 = TV.Fma(v3, t, a03);
-            t = TV.Load(x + L);
-            a10 = TV.Fma(v0, t, a10); a11 = TV.Fma(v1, t, a11); a12 = TV.Fma(v2, t, a12); a13 = TV.Fma(v3, t, a13);
-            t = TV.Load(x + 2 * L);
-            a20 = TV.Fma(v0, t, a20); a21 = TV.Fma(v1, t, a21); a22 = TV.Fma(v2, t, a22); a23 = TV.Fma(v3, t, a23);
-            if (six)
-            {
-                t = TV.Load(x + 3 * L);
-                a30 = TV.Fma(v0, t, a30); a31 = TV.Fma(v1, t, a31); a32 = TV.Fma(v2, t, a32); a33 = TV.Fma(v3, t, a33);
-                t = TV.Load(x + 4 * L);
-                a40 = TV.Fma(v0, t, a40); a41 = TV.Fma(v1, t, a41); a42 = TV.Fma(v2, t, a42); a43 = TV.Fma(v3, t, a43);
-                t = TV.Load(x + 5 * L);
-                a50 = TV.Fma(v0, t, a50); a51 = TV.Fma(v1, t, a51); a52 = TV.Fma(v2, t, a52); a53 = TV.Fma(v3, t, a53);
-            }
+            // Row-major: the tile's T x vectors stay in registers and each weight vector is loaded, used T times and
+            // dropped, so 4T accumulators + T + 1 registers are live (31 of 32 at T = 6, 16 of 16 at T = 3).
+            TV x0 = TV.Load(x), x1 = TV.Load(x + L), x2 = TV.Load(x + 2 * L);
+            TV x3 = six ? TV.Load(x + 3 * L) : default, x4 = six ? TV.Load(x + 4 * L) : default, x5 = six ? TV.Load(x + 5 * L) : default;
+            TV v = TV.Load(w);
+            a00 = TV.Fma(v, x0, a00); a10 = TV.Fma(v, x1, a10); a20 = TV.Fma(v, x2, a20);
+            if (six) { a30 = TV.Fma(v, x3, a30); a40 = TV.Fma(v, x4, a40); a50 = TV.Fma(v, x5, a50); }
+            v = TV.Load(w + L);
+            a01 = TV.Fma(v, x0, a01); a11 = TV.Fma(v, x1, a11); a21 = TV.Fma(v, x2, a21);
+            if (six) { a31 = TV.Fma(v, x3, a31); a41 = TV.Fma(v, x4, a41); a51 = TV.Fma(v, x5, a51); }
+            v = TV.Load(w + 2 * L);
+            a02 = TV.Fma(v, x0, a02); a12 = TV.Fma(v, x1, a12); a22 = TV.Fma(v, x2, a22);
+            if (six) { a32 = TV.Fma(v, x3, a32); a42 = TV.Fma(v, x4, a42); a52 = TV.Fma(v, x5, a52); }
+            v = TV.Load(w + 3 * L);
+            a03 = TV.Fma(v, x0, a03); a13 = TV.Fma(v, x1, a13); a23 = TV.Fma(v, x2, a23);
+            if (six) { a33 = TV.Fma(v, x3, a33); a43 = TV.Fma(v, x4, a43); a53 = TV.Fma(v, x5, a53); }
             w += PackRows * L;
             x += (six ? 6 : 3) * L;
         }
