@@ -165,7 +165,7 @@ static class Probe
                 for (int c = 0; c < calls; c += rowBlocks * tokenBlocks)
                     for (int b = 0; b < tokenBlocks; b++)
                         for (int k = 0; k < rowBlocks; k++)
-                            MatMul.Micro4x6Packed(w + k * steps * 64, x + b * steps * 96, steps, tile);
+                            MatMul.MicroPacked<SimdVector512>(w + k * steps * 64, x + b * steps * 96, steps, tile);
             }
             double seconds = Median(Run, 100_000_000);
             double flops = (double)calls * steps * 24 * 16 * 2;
@@ -178,7 +178,7 @@ static class Probe
                         for (int k = 0; k < rowBlocks; k++)
                         {
                             ushort* r0 = wb + k * steps * 64;
-                            MatMul.Micro4x6Bf16(r0, r0 + steps * 16, r0 + steps * 32, r0 + steps * 48, x + b * steps * 96, steps / 2, tile);
+                            MatMul.MicroBf16<SimdVector512>(r0, r0 + steps * 16, r0 + steps * 32, r0 + steps * 48, x + b * steps * 96, steps / 2, tile);
                         }
             }
             seconds = Median(RunBf16, 100_000_000);

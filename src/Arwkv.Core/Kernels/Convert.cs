@@ -1,4 +1,3 @@
-using System.Runtime.Intrinsics;
 using Arwkv.IO;
 
 namespace Arwkv.Kernels;
@@ -30,30 +29,30 @@ public static unsafe class Convert
     {
         if (destination.Length < source.Length) throw new ArgumentException("destination is shorter than source", nameof(destination));
         int n = source.Length;
-        int i = 0;
         fixed (ushort* src = source)
         fixed (float* dst = destination)
         {
-            if (Vector512.IsHardwareAccelerated)
+            int i = MatMul.Isa switch
             {
-                for (; i <= n - 32; i += 32)
-                {
-                    var (lo, hi) = Vector512.Widen(Vector512.Load(src + i));
-                    Vector512.ShiftLeft(lo, 16).AsSingle().Store(dst + i);
-                    Vector512.ShiftLeft(hi, 16).AsSingle().Store(dst + i + 16);
-                }
-            }
-            if (Vector256.IsHardwareAccelerated)
-            {
-                for (; i <= n - 16; i += 16)
-                {
-                    var (lo, hi) = Vector256.Widen(Vector256.Load(src + i));
-                    Vector256.ShiftLeft(lo, 16).AsSingle().Store(dst + i);
-                    Vector256.ShiftLeft(hi, 16).AsSingle().Store(dst + i + 8);
-                }
-            }
+                KernelIsa.Vector512 => BFloat16ToFloat32<SimdVector512>(src, dst, n),
+                KernelIsa.Vector256 => BFloat16ToFloat32<SimdVector256>(src, dst, n),
+                KernelIsa.Vector128 => BFloat16ToFloat32<SimdVector128>(src, dst, n),
+                _ => 0,
+            };
             for (; i < n; i++) dst[i] = BitConverter.Int32BitsToSingle(src[i] << 16);
         }
+    }
+
+    /// <summary>Widens whole vectors (two per step) and returns the first element not widened.</summary>
+    static int BFloat16ToFloat32<TV>(ushort* src, float* dst, int n) where TV : unmanaged, ISimdVector<TV>
+    {
+        int L = TV.Count, i = 0;
+        for (; i <= n - 2 * L; i += 2 * L)
+        {
+            TV.Store(TV.LoadBf16(src + i), dst + i);
+            TV.Store(TV.LoadBf16(src + i + L), dst + i + L);
+        }
+        return i;
     }
 
     /// <summary>Narrows float32 to bfloat16 with round-to-nearest-even (NaN stays NaN).</summary>
@@ -70,38 +69,25 @@ public static unsafe class Convert
     {
         if (destination.Length < source.Length) throw new ArgumentException("destination is shorter than source", nameof(destination));
         int n = source.Length;
-        int i = 0;
         fixed (float* src = source)
         fixed (ushort* dst = destination)
         {
-            if (Vector512.IsHardwareAccelerated)
+            int i = MatMul.Isa switch
             {
-                for (; i <= n - 32; i += 32)
-                    Vector512.Narrow(NarrowBits(Vector512.Load(src + i)), NarrowBits(Vector512.Load(src + i + 16))).Store(dst + i);
-            }
-            if (Vector256.IsHardwareAccelerated)
-            {
-                for (; i <= n - 16; i += 16)
-                    Vector256.Narrow(NarrowBits(Vector256.Load(src + i)), NarrowBits(Vector256.Load(src + i + 8))).Store(dst + i);
-            }
+                KernelIsa.Vector512 => Float32ToBFloat16<SimdVector512>(src, dst, n),
+                KernelIsa.Vector256 => Float32ToBFloat16<SimdVector256>(src, dst, n),
+                KernelIsa.Vector128 => Float32ToBFloat16<SimdVector128>(src, dst, n),
+                _ => 0,
+            };
             for (; i < n; i++) dst[i] = Float32ToBFloat16(src[i]);
         }
     }
 
-    // The bfloat16 bits of each lane in the low 16 bits of a 32-bit lane, as the scalar Float32ToBFloat16 computes them.
-    static Vector512<uint> NarrowBits(Vector512<float> value)
+    /// <summary>Narrows whole vectors and returns the first element not narrowed.</summary>
+    static int Float32ToBFloat16<TV>(float* src, ushort* dst, int n) where TV : unmanaged, ISimdVector<TV>
     {
-        var bits = value.AsUInt32();
-        var rounded = (bits + Vector512.Create(0x7FFFu) + ((bits >> 16) & Vector512<uint>.One)) >> 16;
-        var nan = (bits >> 16) | Vector512.Create(0x40u);
-        return Vector512.ConditionalSelect(Vector512.Equals(value, value).AsUInt32(), rounded, nan);
-    }
-
-    static Vector256<uint> NarrowBits(Vector256<float> value)
-    {
-        var bits = value.AsUInt32();
-        var rounded = (bits + Vector256.Create(0x7FFFu) + ((bits >> 16) & Vector256<uint>.One)) >> 16;
-        var nan = (bits >> 16) | Vector256.Create(0x40u);
-        return Vector256.ConditionalSelect(Vector256.Equals(value, value).AsUInt32(), rounded, nan);
+        int L = TV.Count, i = 0;
+        for (; i <= n - L; i += L) TV.StoreBf16(TV.Load(src + i), dst + i);
+        return i;
     }
 }

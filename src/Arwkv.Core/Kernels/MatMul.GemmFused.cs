@@ -4,7 +4,8 @@ namespace Arwkv.Kernels;
 
 // Products run together: a time mix's r, k and v in one parallel pass (one hand-off to the threads, one tail), and an
 // MLP's gate and up over one packing of X with the SwiGLU applied to each tile before it is stored, so the gate and up
-// products never go to memory. Both are for the AVX-512 BF16 path; elsewhere they are the separate calls.
+// products never go to memory. Both are for the in-place BF16 path of every vector width; elsewhere they are the
+// separate calls.
 public static unsafe partial class MatMul
 {
     /// <summary>
@@ -14,7 +15,8 @@ public static unsafe partial class MatMul
     internal static void Gemm3(WeightMatrix w0, ReadOnlySpan<float> x0, Span<float> y0, WeightMatrix w1, ReadOnlySpan<float> x1,
         Span<float> y1, WeightMatrix w2, ReadOnlySpan<float> x2, Span<float> y2, int tokens, KernelThreadPool? pool)
     {
-        if (tokens < 2 || Isa != KernelIsa.Vector512 || ForcePackedBf16
+        var isa = Isa;
+        if (tokens < 2 || isa == KernelIsa.Scalar || ForcePackedBf16
             || !DirectBf16(w0) || !DirectBf16(w1) || !DirectBf16(w2) || w1.Cols != w0.Cols || w2.Cols != w0.Cols)
         {
             Gemm(w0, x0, y0, tokens, pool);
@@ -36,8 +38,8 @@ public static unsafe partial class MatMul
         fixed (float* p1 = y1)
         fixed (float* p2 = y2)
         {
-            var work = new PackedGemmWork { W = w0, W1 = w1, W2 = w2, Y = p0, Y1 = p1, Y2 = p2, Count = 3 };
-            GemmPacked(ref work, px0, tokens, accumulate: false, pool, GemmChunk(w0.Cols, tokens), px1, px2);
+            var spec = new PackedGemmSpec { W = w0, W1 = w1, W2 = w2, Y = p0, Y1 = p1, Y2 = p2, Count = 3 };
+            GemmPacked(isa, spec, px0, tokens, accumulate: false, pool, GemmChunk(w0.Cols, tokens), px1, px2);
         }
     }
 
@@ -50,7 +52,8 @@ public static unsafe partial class MatMul
     {
         if (up.Rows != gate.Rows || up.Cols != gate.Cols) throw new ArgumentException("gate and up differ in shape");
         int cols = gate.Cols;
-        if (tokens < 2 || Isa != KernelIsa.Vector512 || ForcePackedBf16 || !DirectBf16(gate) || !DirectBf16(up)
+        var isa = Isa;
+        if (tokens < 2 || isa == KernelIsa.Scalar || ForcePackedBf16 || !DirectBf16(gate) || !DirectBf16(up)
             || GemmChunk(cols, tokens) < cols)
         {
             Gemm(gate, x, y, tokens, pool);
@@ -65,8 +68,8 @@ public static unsafe partial class MatMul
         fixed (float* xp = x)
         fixed (float* yp = y)
         {
-            var work = new PackedGemmWork { W = gate, W1 = up, Y = yp, Count = 1, SwiGlu = true };
-            GemmPacked(ref work, xp, tokens, accumulate: false, pool, cols);
+            var spec = new PackedGemmSpec { W = gate, W1 = up, Y = yp, Count = 1, SwiGlu = true };
+            GemmPacked(isa, spec, xp, tokens, accumulate: false, pool, cols);
         }
     }
 

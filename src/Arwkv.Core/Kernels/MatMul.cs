@@ -62,6 +62,13 @@ public static unsafe partial class MatMul
     public static void GemmAdd(WeightMatrix w, ReadOnlySpan<float> x, Span<float> y, int tokens, KernelThreadPool? pool = null)
         => GemmCore(w, x, y, tokens, accumulate: true, pool);
 
+    /// <summary>Bytes of the first <paramref name="columns"/> columns of a row (a multiple of the block size for quantized types).</summary>
+    static long ChunkBytes(WeightMatrix w, int columns) => (long)columns * w.Type.SizeOf();
+
+    /// <summary>Columns [c0, c0 + destination.Length) of row <paramref name="row"/>, widened to float32.</summary>
+    static void WidenColumns(WeightMatrix w, int row, int c0, Span<float> destination)
+        => Convert.ToFloat32(w.RowPointer(row) + (nint)ChunkBytes(w, c0), w.Type, destination);
+
     /// <summary>The plain reference every fast path is tested against.</summary>
     internal static void GemvNaive(WeightMatrix w, ReadOnlySpan<float> x, Span<float> y)
     {

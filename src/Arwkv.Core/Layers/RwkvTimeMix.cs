@@ -57,87 +57,102 @@ internal sealed unsafe class LoraWeights
     {
         int C = Hidden, R = Rank;
         if (mid.Length < (long)rows * R || output.Length < (long)rows * C) throw new ArgumentException("mid or output is shorter than rows");
-        if (MatMul.Isa != KernelIsa.Vector512)
+        switch (MatMul.Isa)
         {
-            for (int t = 0; t < rows; t++)
-            {
-                Span<float> o = output.Slice(t * C, C);
-                ReadOnlySpan<float> m = mid.Slice(t * R, R);
-                TensorPrimitives.Multiply(_up.AsSpan(0, C), m[0], o);
-                for (int j = 1; j < R; j++) TensorPrimitives.MultiplyAdd(_up.AsSpan(j * C, C), m[j], o, o);
-            }
-            return;
+            case KernelIsa.Vector512: ApplyUp<SimdVector512>(mid, output, rows); break;
+            case KernelIsa.Vector256: ApplyUp<SimdVector256>(mid, output, rows); break;
+            case KernelIsa.Vector128: ApplyUp<SimdVector128>(mid, output, rows); break;
+            default: ApplyUpScalar(mid, output, rows, 0); break;
         }
+    }
+
+    /// <summary>
+    /// 4L columns of B (64 at 512 bits) stay in L1 while every token's tile passes; each B load feeds the FMAs of 4 tokens
+    /// (2 where there are only 16 vector registers). Columns past the last 4L go to the scalar tail.
+    /// </summary>
+    private void ApplyUp<TV>(ReadOnlySpan<float> mid, Span<float> output, int rows) where TV : unmanaged, ISimdVector<TV>
+    {
+        int C = Hidden, R = Rank, width = 4 * TV.Count;
+        int tokensPerTile = MatMul.WideRegisterFile<TV>() ? 4 : 2;
+        int c = 0;
         fixed (float* m = mid)
         fixed (float* o = output)
         fixed (float* b = _up)
         {
-            int c = 0;
-            // 64 columns of B stay in L1 while every token's tile passes; each B load feeds 4 tokens' FMAs.
-            for (; c <= C - 64; c += 64)
+            for (; c <= C - width; c += width)
             {
                 int t = 0;
-                for (; t <= rows - 4; t += 4) UpTile4x64(b + c, C, m + t * R, R, o + (long)t * C + c);
-                for (; t < rows; t++) UpTile1x64(b + c, C, m + t * R, R, o + (long)t * C + c);
+                for (; t <= rows - tokensPerTile; t += tokensPerTile) UpTile<TV>(b + c, C, m + t * R, R, o + (long)t * C + c);
+                for (; t < rows; t++) UpTile1<TV>(b + c, C, m + t * R, R, o + (long)t * C + c);
             }
-            for (; c < C; c++)
-                for (int t = 0; t < rows; t++)
-                {
-                    float sum = 0;
-                    for (int j = 0; j < R; j++) sum = MathF.FusedMultiplyAdd(m[t * R + j], b[j * C + c], sum);
-                    o[(long)t * C + c] = sum;
-                }
         }
+        ApplyUpScalar(mid, output, rows, c);
     }
 
-    /// <summary>o[4 tokens, 64 columns] = m[4, R] @ b[R, 64 columns] (row strides C for b and o, R for m).</summary>
-    private static void UpTile4x64(float* b, int C, float* m, int R, float* o)
+    /// <summary>Columns [c0, C) of output = mid @ B, in the order of the vector paths (one FMA chain per element over j).</summary>
+    private void ApplyUpScalar(ReadOnlySpan<float> mid, Span<float> output, int rows, int c0)
     {
-        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
-        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
-        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
-        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default;
-        for (int j = 0; j < R; j++, b += C)
-        {
-            var b0 = Vector512.Load(b);
-            var b1 = Vector512.Load(b + 16);
-            var b2 = Vector512.Load(b + 32);
-            var b3 = Vector512.Load(b + 48);
-            var s = Vector512.Create(m[j]);
-            a00 = Vector512.FusedMultiplyAdd(b0, s, a00); a01 = Vector512.FusedMultiplyAdd(b1, s, a01);
-            a02 = Vector512.FusedMultiplyAdd(b2, s, a02); a03 = Vector512.FusedMultiplyAdd(b3, s, a03);
-            s = Vector512.Create(m[R + j]);
-            a10 = Vector512.FusedMultiplyAdd(b0, s, a10); a11 = Vector512.FusedMultiplyAdd(b1, s, a11);
-            a12 = Vector512.FusedMultiplyAdd(b2, s, a12); a13 = Vector512.FusedMultiplyAdd(b3, s, a13);
-            s = Vector512.Create(m[2 * R + j]);
-            a20 = Vector512.FusedMultiplyAdd(b0, s, a20); a21 = Vector512.FusedMultiplyAdd(b1, s, a21);
-            a22 = Vector512.FusedMultiplyAdd(b2, s, a22); a23 = Vector512.FusedMultiplyAdd(b3, s, a23);
-            s = Vector512.Create(m[3 * R + j]);
-            a30 = Vector512.FusedMultiplyAdd(b0, s, a30); a31 = Vector512.FusedMultiplyAdd(b1, s, a31);
-            a32 = Vector512.FusedMultiplyAdd(b2, s, a32); a33 = Vector512.FusedMultiplyAdd(b3, s, a33);
-        }
-        a00.Store(o); a01.Store(o + 16); a02.Store(o + 32); a03.Store(o + 48);
-        o += C;
-        a10.Store(o); a11.Store(o + 16); a12.Store(o + 32); a13.Store(o + 48);
-        o += C;
-        a20.Store(o); a21.Store(o + 16); a22.Store(o + 32); a23.Store(o + 48);
-        o += C;
-        a30.Store(o); a31.Store(o + 16); a32.Store(o + 32); a33.Store(o + 48);
+        int C = Hidden, R = Rank;
+        for (int c = c0; c < C; c++)
+            for (int t = 0; t < rows; t++)
+            {
+                float sum = 0;
+                for (int j = 0; j < R; j++) sum = MathF.FusedMultiplyAdd(mid[t * R + j], _up[j * C + c], sum);
+                output[t * C + c] = sum;
+            }
     }
 
-    /// <summary>o[64 columns] = m[R] @ b[R, 64 columns], for one token.</summary>
-    private static void UpTile1x64(float* b, int C, float* m, int R, float* o)
+    /// <summary>
+    /// o[T tokens, 4L columns] = m[T, R] @ b[R, 4L columns] (row strides C for b and o, R for m), T = 4 with 32 vector
+    /// registers, 2 with 16.
+    /// </summary>
+    private static void UpTile<TV>(float* b, int C, float* m, int R, float* o) where TV : unmanaged, ISimdVector<TV>
     {
-        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int L = TV.Count;
+        bool four = MatMul.WideRegisterFile<TV>();
+        TV a00 = default, a01 = default, a02 = default, a03 = default;
+        TV a10 = default, a11 = default, a12 = default, a13 = default;
+        TV a20 = default, a21 = default, a22 = default, a23 = default;
+        TV a30 = default, a31 = default, a32 = default, a33 = default;
         for (int j = 0; j < R; j++, b += C)
         {
-            var s = Vector512.Create(m[j]);
-            a0 = Vector512.FusedMultiplyAdd(Vector512.Load(b), s, a0);
-            a1 = Vector512.FusedMultiplyAdd(Vector512.Load(b + 16), s, a1);
-            a2 = Vector512.FusedMultiplyAdd(Vector512.Load(b + 32), s, a2);
-            a3 = Vector512.FusedMultiplyAdd(Vector512.Load(b + 48), s, a3);
+            TV b0 = TV.Load(b), b1 = TV.Load(b + L), b2 = TV.Load(b + 2 * L), b3 = TV.Load(b + 3 * L);
+            TV s = TV.Broadcast(m[j]);
+            a00 = TV.Fma(b0, s, a00); a01 = TV.Fma(b1, s, a01); a02 = TV.Fma(b2, s, a02); a03 = TV.Fma(b3, s, a03);
+            s = TV.Broadcast(m[R + j]);
+            a10 = TV.Fma(b0, s, a10); a11 = TV.Fma(b1, s, a11); a12 = TV.Fma(b2, s, a12); a13 = TV.Fma(b3, s, a13);
+            if (four)
+            {
+                s = TV.Broadcast(m[2 * R + j]);
+                a20 = TV.Fma(b0, s, a20); a21 = TV.Fma(b1, s, a21); a22 = TV.Fma(b2, s, a22); a23 = TV.Fma(b3, s, a23);
+                s = TV.Broadcast(m[3 * R + j]);
+                a30 = TV.Fma(b0, s, a30); a31 = TV.Fma(b1, s, a31); a32 = TV.Fma(b2, s, a32); a33 = TV.Fma(b3, s, a33);
+            }
         }
-        a0.Store(o); a1.Store(o + 16); a2.Store(o + 32); a3.Store(o + 48);
+        TV.Store(a00, o); TV.Store(a01, o + L); TV.Store(a02, o + 2 * L); TV.Store(a03, o + 3 * L);
+        o += C;
+        TV.Store(a10, o); TV.Store(a11, o + L); TV.Store(a12, o + 2 * L); TV.Store(a13, o + 3 * L);
+        if (!four) return;
+        o += C;
+        TV.Store(a20, o); TV.Store(a21, o + L); TV.Store(a22, o + 2 * L); TV.Store(a23, o + 3 * L);
+        o += C;
+        TV.Store(a30, o); TV.Store(a31, o + L); TV.Store(a32, o + 2 * L); TV.Store(a33, o + 3 * L);
+    }
+
+    /// <summary>o[4L columns] = m[R] @ b[R, 4L columns], for one token.</summary>
+    private static void UpTile1<TV>(float* b, int C, float* m, int R, float* o) where TV : unmanaged, ISimdVector<TV>
+    {
+        int L = TV.Count;
+        TV a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int j = 0; j < R; j++, b += C)
+        {
+            TV s = TV.Broadcast(m[j]);
+            a0 = TV.Fma(TV.Load(b), s, a0);
+            a1 = TV.Fma(TV.Load(b + L), s, a1);
+            a2 = TV.Fma(TV.Load(b + 2 * L), s, a2);
+            a3 = TV.Fma(TV.Load(b + 3 * L), s, a3);
+        }
+        TV.Store(a0, o); TV.Store(a1, o + L); TV.Store(a2, o + 2 * L); TV.Store(a3, o + 3 * L);
     }
 
     private static float[] Transpose(float[] m, int rows, int cols)

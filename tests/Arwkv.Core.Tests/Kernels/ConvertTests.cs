@@ -41,9 +41,22 @@ public class ConvertTests
         return values;
     }
 
-    [Test]
-    public void Float32ToBFloat16RoundsToNearestEvenOnEveryLength()
+    [TearDown]
+    public void ResetPath() => Arwkv.Kernels.MatMul.ForceIsa = null;
+
+    static void UsePath(string isaName)
     {
+        var isa = Enum.Parse<Arwkv.Kernels.KernelIsa>(isaName);
+        Assume.That(isa <= Arwkv.Kernels.MatMul.DetectedIsa, $"this CPU has no {isa} path");
+        Arwkv.Kernels.MatMul.ForceIsa = isa;
+    }
+
+    static readonly string[] Paths = ["Scalar", "Vector128", "Vector256", "Vector512"];
+
+    [TestCaseSource(nameof(Paths))]
+    public void Float32ToBFloat16RoundsToNearestEvenOnEveryLength(string isaName)
+    {
+        UsePath(isaName);
         var random = new Random(17);
         for (int n = 0; n <= 100; n++)
         {
@@ -59,9 +72,10 @@ public class ConvertTests
         }
     }
 
-    [Test]
-    public void BFloat16ToFloat32IsExactOnEveryLength()
+    [TestCaseSource(nameof(Paths))]
+    public void BFloat16ToFloat32IsExactOnEveryLength(string isaName)
     {
+        UsePath(isaName);
         var random = new Random(23);
         for (int n = 0; n <= 100; n++)
         {

@@ -197,15 +197,19 @@ public class MatMulTests
     }
 
     /// <summary>
-    /// BF16 rows that split into whole 32-column steps are read in place by the AVX-512 Gemm (no packing pass); the
+    /// BF16 rows that split into whole 32-column steps are read in place by the vector Gemm (no packing pass); the
     /// same shapes through the widening path must agree with float64 too. 67 and 130 rows cross the 64-row work
     /// items and end in a partial 4-row block; 64 tokens x 2112 columns makes two column passes.
     /// </summary>
-    [TestCase(false)]
-    [TestCase(true)]
-    public void Bf16GemmOnWhole32ColumnSteps(bool forcePacked)
+    [TestCase("Vector512", false)]
+    [TestCase("Vector512", true)]
+    [TestCase("Vector256", false)]
+    [TestCase("Vector256", true)]
+    [TestCase("Vector128", false)]
+    [TestCase("Vector128", true)]
+    public void Bf16GemmOnWhole32ColumnSteps(string isaName, bool forcePacked)
     {
-        UsePath(KernelIsa.Vector512);
+        UsePath(Enum.Parse<KernelIsa>(isaName));
         MatMul.ForcePackedBf16 = forcePacked;
         try
         {
@@ -234,7 +238,7 @@ public class MatMulTests
     }
 
     /// <summary>
-    /// The fused SwiGLU product (the activation applied per tile, AVX-512 BF16) and its fallback on every other path
+    /// The fused SwiGLU product (the activation applied per tile, in-place BF16 on every vector path) and its fallback
     /// must give exactly what two products and the separate activation pass give, and that must match float64.
     /// </summary>
     [TestCaseSource(nameof(Paths))]

@@ -11,13 +11,17 @@ internal class LoraWeightsTests
 
     [TestCase(KernelIsa.Vector512, true)]
     [TestCase(KernelIsa.Vector512, false)]
+    [TestCase(KernelIsa.Vector256, true)]
+    [TestCase(KernelIsa.Vector256, false)]
+    [TestCase(KernelIsa.Vector128, true)]
+    [TestCase(KernelIsa.Vector128, false)]
     [TestCase(KernelIsa.Scalar, true)]
     [TestCase(KernelIsa.Scalar, false)]
     public void DownAndUpMatchFloat64(KernelIsa isa, bool bf16)
     {
         Assume.That(isa <= MatMul.DetectedIsa, $"this CPU has no {isa} path");
         MatMul.ForceIsa = isa;
-        var random = new Random(isa == KernelIsa.Scalar ? 3 : 4);
+        var random = new Random(3 + (int)isa);
         foreach (var (hidden, rank) in new[] { (64, 1), (96, 5), (100, 32), (128, 64), (896, 32) })
             foreach (int rows in new[] { 1, 3, 4, 7, 16 })
             {
