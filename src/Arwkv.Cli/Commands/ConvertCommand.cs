@@ -5,7 +5,7 @@ using Arwkv.IO;
 namespace Arwkv.Cli.Commands;
 
 /// <summary>
-/// <c>arwkv convert CHECKPOINT_DIR -o MODEL.gguf [--type f32|f16|bf16|keep]</c>: writes an llama.cpp <c>arwkv7</c>
+/// <c>arwkv convert CHECKPOINT_DIR -o MODEL.gguf [--type f32|f16|bf16|q8_0|keep]</c>: writes an llama.cpp <c>arwkv7</c>
 /// GGUF from a Hugging Face ARWKV checkpoint. Wire it up with <c>root.Subcommands.Add(ConvertCommand.Create())</c>.
 /// </summary>
 internal static class ConvertCommand
@@ -16,10 +16,10 @@ internal static class ConvertCommand
         var output = new Option<string>("--output", "-o") { Description = "GGUF file to write", Required = true };
         var type = new Option<string>("--type")
         {
-            Description = "storage type of the matrices: f32, f16, bf16, or keep (as in the checkpoint); vectors are always f32",
+            Description = "storage type of the matrices: f32, f16, bf16, q8_0 (ggml blocks; the LoRAs stay as in the checkpoint), or keep (as in the checkpoint); vectors are always f32",
             DefaultValueFactory = _ => "keep",
         };
-        type.AcceptOnlyFromAmong("f32", "f16", "bf16", "keep");
+        type.AcceptOnlyFromAmong("f32", "f16", "bf16", "q8_0", "keep");
         var command = new Command("convert", "Convert an ARWKV checkpoint to an llama.cpp GGUF (arch arwkv7)");
         command.Arguments.Add(checkpoint);
         command.Options.Add(output);
@@ -36,8 +36,9 @@ internal static class ConvertCommand
             "f32" => DType.F32,
             "f16" => DType.F16,
             "bf16" => DType.BF16,
+            "q8_0" => DType.Q8_0,
             "keep" => null,
-            _ => throw new ArgumentException($"unknown type '{type}' (f32, f16, bf16, keep)", nameof(type)),
+            _ => throw new ArgumentException($"unknown type '{type}' (f32, f16, bf16, q8_0, keep)", nameof(type)),
         };
         var clock = Stopwatch.StartNew();
         try

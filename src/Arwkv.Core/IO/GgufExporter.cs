@@ -67,8 +67,8 @@ public static class GgufExporter
         w.AddString("general.architecture", a);
         w.AddString("general.name", options.ModelName ?? new DirectoryInfo(Path.GetFullPath(directory)).Name);
         DType matrixType = options.MatrixType ?? checkpoint.Info(ArwkvCheckpointLayout.Embedding).Type;
-        // llama_ftype: ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_BF16 = 32.
-        w.AddUInt32("general.file_type", matrixType switch { DType.F16 => 1u, DType.BF16 => 32u, _ => 0u });
+        // llama_ftype: ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_Q4_0 = 2, MOSTLY_Q8_0 = 7, MOSTLY_BF16 = 32.
+        w.AddUInt32("general.file_type", matrixType switch { DType.F16 => 1u, DType.BF16 => 32u, DType.Q8_0 => 7u, DType.Q4_0 => 2u, _ => 0u });
         // The state is constant-size, so the context is not limited by the model; llama.cpp wants some number.
         w.AddUInt32($"{a}.context_length", 1048576);
         w.AddUInt32($"{a}.embedding_length", (uint)c.HiddenSize);
@@ -96,10 +96,12 @@ public static class GgufExporter
             w.AddTensor(gguf, [ckpt.Info(hf).ElementCount], DType.F32, () => ckpt.Read(hf));
         // llama.cpp multiplies x by the LoRA factors as ggml matrices of ne {in, out}, i.e. row-major [out, in]:
         // the transpose of the Hugging Face [in, out] storage.
+        // llama.cpp's quantizer keeps the small LoRA factors unquantized; so does this exporter.
+        DType LoraType(string hfName) => MatrixType(hfName) is var t && t.IsQuantized() ? ckpt.Info(hfName).Type : t;
         void Lora(string gguf, string hf)
         {
             long[] shape = ckpt.Info(hf).Shape;
-            w.AddTensor(gguf, [shape[1], shape[0]], MatrixType(hf), () => Transpose(ckpt.Read(hf), (int)shape[0], (int)shape[1]));
+            w.AddTensor(gguf, [shape[1], shape[0]], LoraType(hf), () => Transpose(ckpt.Read(hf), (int)shape[0], (int)shape[1]));
         }
 
         Matrix("token_embd.weight", ArwkvCheckpointLayout.Embedding);

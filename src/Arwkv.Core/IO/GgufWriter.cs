@@ -22,11 +22,13 @@ internal enum GgufValueType : uint
     Float64 = 12,
 }
 
-/// <summary>The ggml tensor types this project writes (the numbers are ggml's <c>ggml_type</c>).</summary>
+/// <summary>The ggml tensor types this project writes and reads (the numbers are ggml's <c>ggml_type</c>).</summary>
 internal enum GgmlType : uint
 {
     F32 = 0,
     F16 = 1,
+    Q4_0 = 2,
+    Q8_0 = 8,
     BF16 = 30,
 }
 
@@ -51,7 +53,7 @@ internal sealed class GgufWriter
     private sealed record Tensor(string Name, long[] Shape, DType Type, Func<ReadOnlyMemory<float>> Data)
     {
         public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
-        public long ByteLength => ElementCount * Type.SizeOf();
+        public long ByteLength => Type.RowBytes(ElementCount);
     }
 
     public GgufWriter()
@@ -84,6 +86,8 @@ internal sealed class GgufWriter
         if (!_tensorNames.Add(name)) throw new ArgumentException($"duplicate GGUF tensor name '{name}'", nameof(name));
         if (shape.Length is < 1 or > 4) throw new ArgumentException($"tensor '{name}': ggml tensors have 1 to 4 dimensions, got {shape.Length}", nameof(shape));
         if (shape.Any(d => d <= 0)) throw new ArgumentException($"tensor '{name}': dimensions must be positive", nameof(shape));
+        if (shape[^1] % type.BlockSize() != 0)
+            throw new ArgumentException($"tensor '{name}': {type} needs rows of whole {type.BlockSize()}-element blocks, got {shape[^1]} columns", nameof(shape));
         _tensors.Add(new Tensor(name, (long[])shape.Clone(), type, data));
     }
 
@@ -134,6 +138,8 @@ internal sealed class GgufWriter
         DType.F32 => GgmlType.F32,
         DType.F16 => GgmlType.F16,
         DType.BF16 => GgmlType.BF16,
+        DType.Q8_0 => GgmlType.Q8_0,
+        DType.Q4_0 => GgmlType.Q4_0,
         _ => throw new ArgumentOutOfRangeException(nameof(type)),
     };
 
@@ -190,12 +196,11 @@ internal sealed class GgufWriter
 
     private static void WriteData(Stream stream, ReadOnlySpan<float> data, DType type, byte[] buffer)
     {
-        int size = type.SizeOf();
-        int perChunk = buffer.Length / size;
+        int perChunk = buffer.Length / type.BlockBytes() * type.BlockSize();
         for (int start = 0; start < data.Length; start += perChunk)
         {
             ReadOnlySpan<float> chunk = data.Slice(start, Math.Min(perChunk, data.Length - start));
-            Span<byte> bytes = buffer.AsSpan(0, chunk.Length * size);
+            Span<byte> bytes = buffer.AsSpan(0, (int)type.RowBytes(chunk.Length));
             switch (type)
             {
                 case DType.F32:
@@ -207,6 +212,12 @@ internal sealed class GgufWriter
                     break;
                 case DType.F16:
                     System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(chunk, MemoryMarshal.Cast<byte, Half>(bytes));
+                    break;
+                case DType.Q8_0:
+                    Kernels.GgmlQuants.QuantizeQ8_0(chunk, bytes);
+                    break;
+                case DType.Q4_0:
+                    Kernels.GgmlQuants.QuantizeQ4_0(chunk, bytes);
                     break;
             }
             stream.Write(bytes);

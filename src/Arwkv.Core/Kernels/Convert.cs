@@ -19,6 +19,10 @@ public static unsafe class Convert
             case DType.F16:
                 System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((void*)source, destination.Length), destination);
                 break;
+            case DType.Q8_0:
+            case DType.Q4_0:
+                GgmlQuants.Dequantize(type, (byte*)source, destination);
+                break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(type));
         }

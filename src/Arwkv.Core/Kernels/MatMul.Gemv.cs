@@ -19,7 +19,7 @@ public static unsafe partial class MatMul
     {
         float* sums = stackalloc float[4];
         int cols = w.Cols;
-        nint rowBytes = (nint)cols * w.Type.SizeOf();
+        nint rowBytes = (nint)w.RowBytes;
         byte* data = (byte*)w.Data;
         for (int r = r0; r < r1; r += 4)
         {
@@ -55,6 +55,10 @@ public static unsafe partial class MatMul
                 break;
             case DType.F16:
                 F16Dot4((Half*)p0, (Half*)p1, (Half*)p2, (Half*)p3, x, cols, sums, isa);
+                break;
+            case DType.Q8_0:
+            case DType.Q4_0:
+                GgmlQuants.Dot4(type, isa, p0, p1, p2, p3, x, cols, sums);
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(type));

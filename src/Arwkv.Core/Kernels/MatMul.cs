@@ -19,8 +19,8 @@ internal enum KernelIsa
 }
 
 /// <summary>
-/// Matrix products against checkpoint weights, which stay in their storage type (F32/F16/BF16) and are widened
-/// in registers. Gemv is the decode path (one token), Gemm the prefill path (T tokens at once).
+/// Matrix products against checkpoint weights, which stay in their storage type (F32/F16/BF16, ggml Q8_0/Q4_0) and
+/// are widened in registers. Gemv is the decode path (one token), Gemm the prefill path (T tokens at once).
 /// </summary>
 public static unsafe partial class MatMul
 {
@@ -63,7 +63,7 @@ public static unsafe partial class MatMul
         => GemmCore(w, x, y, tokens, accumulate: true, pool);
 
     /// <summary>Bytes of the first <paramref name="columns"/> columns of a row (a multiple of the block size for quantized types).</summary>
-    static long ChunkBytes(WeightMatrix w, int columns) => (long)columns * w.Type.SizeOf();
+    static long ChunkBytes(WeightMatrix w, int columns) => w.Type.RowBytes(columns);
 
     /// <summary>Columns [c0, c0 + destination.Length) of row <paramref name="row"/>, widened to float32.</summary>
     static void WidenColumns(WeightMatrix w, int row, int c0, Span<float> destination)
@@ -86,7 +86,8 @@ public static unsafe partial class MatMul
     {
         if (w.Rows < 0 || w.Cols < 0) throw new ArgumentException("matrix has a negative size", nameof(w));
         if (w.Data == 0 && w.Rows > 0 && w.Cols > 0) throw new ArgumentException("matrix has no data", nameof(w));
-        if (w.Type is not (DType.F32 or DType.F16 or DType.BF16)) throw new ArgumentException($"unsupported weight type {w.Type}", nameof(w));
+        if (w.Type is not (DType.F32 or DType.F16 or DType.BF16 or DType.Q8_0 or DType.Q4_0)) throw new ArgumentException($"unsupported weight type {w.Type}", nameof(w));
+        if (w.Type.IsQuantized() && w.Cols % 32 != 0) throw new ArgumentException($"a {w.Type} matrix needs a multiple of 32 columns, got {w.Cols}", nameof(w));
     }
 
     static void GemvCore(WeightMatrix w, ReadOnlySpan<float> x, Span<float> y, bool accumulate, KernelThreadPool? pool)
@@ -154,7 +155,7 @@ public static unsafe partial class MatMul
         if (threads == 1) return w.Rows;
         // About 128 KB of weights per item (claiming one costs well under 1% of reading it), and at least 8 items
         // per thread for balance on a shared machine.
-        long rowBytes = Math.Max(1L, (long)w.Cols * w.Type.SizeOf());
+        long rowBytes = Math.Max(1L, w.RowBytes);
         long byBytes = Math.Max(4L, 131072 / rowBytes);
         long byBalance = Math.Max(4L, w.Rows / (8L * threads));
         int rows = (int)Math.Min(byBytes, byBalance);

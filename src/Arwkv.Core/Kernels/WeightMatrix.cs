@@ -3,7 +3,8 @@ using Arwkv.IO;
 namespace Arwkv.Kernels;
 
 /// <summary>
-/// A row-major matrix [Rows, Cols] in F32, F16 or BF16, usually a view into a memory-mapped checkpoint.
+/// A row-major matrix [Rows, Cols] in F32, F16, BF16 or a ggml block-quantized type (Q8_0, Q4_0: Cols a multiple of
+/// 32, each row a run of whole blocks), usually a view into a memory-mapped checkpoint.
 /// As in PyTorch's nn.Linear, Rows is the output size and Cols the input size: y = W x.
 /// </summary>
 public readonly struct WeightMatrix
@@ -30,10 +31,13 @@ public readonly struct WeightMatrix
     public int Cols { get; }
 
     /// <summary>Bytes the matrix occupies.</summary>
-    public long ByteLength => (long)Rows * Cols * Type.SizeOf();
+    public long ByteLength => Rows * RowBytes;
+
+    /// <summary>Bytes of one row.</summary>
+    public long RowBytes => Type.RowBytes(Cols);
 
     /// <summary>Address of the first element of <paramref name="row"/>.</summary>
-    public nint RowPointer(int row) => Data + (nint)((long)row * Cols * Type.SizeOf());
+    public nint RowPointer(int row) => Data + (nint)(row * RowBytes);
 
     /// <summary>Rows [start, start+count) as a matrix of their own.</summary>
     public WeightMatrix SliceRows(int start, int count) => new(RowPointer(start), Type, count, Cols);
