@@ -28,6 +28,9 @@ internal static partial class CliApp
             if (RejectUnavailableDevice(result.GetValue(device)!, error) is int code) return Task.FromResult(code);
             int[] tokens = ParseIds(result.GetValue(ids)!);
             string path = result.GetValue(outPath)!;
+            // Before the model runs: an output that is a device, a directory or one of the checkpoint's files fails first.
+            IReadOnlyList<string> inputs = Arwkv.IO.SafeTensorsCheckpoint.InputFiles(result.GetValue(model)!);
+            Arwkv.IO.AtomicFile.ResolveTarget(path, inputs);
             using LanguageModel lm = LoadModel(host, result, model, threads, ParseMode(result.GetValue(mode)!));
             int vocab = lm.VocabSize;
             foreach (int id in tokens)
@@ -36,7 +39,7 @@ internal static partial class CliApp
             if (count > Array.MaxLength) throw new UsageException($"{tokens.Length} tokens x {vocab} logits do not fit in one array; pass fewer ids");
             var logits = new float[count];
             lm.Forward(tokens, lm.CreateState(), logits, LogitsScope.All);
-            Npy.WriteFloat32(path, logits, tokens.Length, vocab);
+            Npy.WriteFloat32(path, inputs, logits, tokens.Length, vocab);
             output.WriteLine($"wrote {path}: float32 [{tokens.Length}, {vocab}]");
             return Task.FromResult(0);
         });

@@ -41,7 +41,10 @@ internal static partial class Npy
     }
 
     /// <summary>Writes <paramref name="data"/> with <paramref name="shape"/> to <paramref name="path"/> (atomically).</summary>
-    public static void WriteFloat32(string path, ReadOnlyMemory<float> data, params long[] shape)
+    public static void WriteFloat32(string path, ReadOnlyMemory<float> data, params long[] shape) => WriteFloat32(path, [], data, shape);
+
+    /// <summary>Like <see cref="WriteFloat32(string, ReadOnlyMemory{float}, long[])"/>, refusing a path that is one of <paramref name="inputs"/>.</summary>
+    public static void WriteFloat32(string path, IEnumerable<string> inputs, ReadOnlyMemory<float> data, params long[] shape)
     {
         long count = 1;
         foreach (long d in shape)
@@ -59,7 +62,7 @@ internal static partial class Npy
             const int chunk = 1 << 16;
             for (int i = 0; i < values.Length; i += chunk)
                 stream.Write(MemoryMarshal.AsBytes(values.Slice(i, Math.Min(chunk, values.Length - i))));
-        });
+        }, inputs);
     }
 
     [GeneratedRegex(@"^\{\s*'descr':\s*'(?<descr>[^']*)',\s*'fortran_order':\s*(?<fortran>True|False),\s*'shape':\s*\((?<shape>[0-9,\s]*)\),?\s*\}\s*$")]

@@ -52,10 +52,13 @@ internal static class ConvertCommand
         }
         catch (IOException e)
         {
-            error.WriteLine($"arwkv convert: {outputPath}: {e.Message}");
+            // The writer's own refusals already name the path.
+            error.WriteLine(e.Message.Contains(outputPath, StringComparison.Ordinal) ? $"arwkv convert: {e.Message}" : $"arwkv convert: {outputPath}: {e.Message}");
             return 1;
         }
-        long bytes = new FileInfo(outputPath).Length;
+        // Of the file written, through the handle: for a link, FileInfo.Length is the link's own size.
+        using var written = File.OpenHandle(AtomicFile.ResolveTarget(outputPath));
+        long bytes = RandomAccess.GetLength(written);
         output.WriteLine($"wrote {outputPath} ({bytes / 1048576.0:F1} MiB, {GgufExporter.Architecture}) in {clock.Elapsed.TotalSeconds:F1} s");
         return 0;
     }

@@ -36,6 +36,10 @@ public static class GgufExporter
         ArgumentNullException.ThrowIfNull(checkpointDirectory);
         ArgumentNullException.ThrowIfNull(outputPath);
         options ??= new GgufExportOptions();
+        // Checked before the conversion's work, so that `convert DIR -o DIR/model.safetensors` (or -o /dev/null) fails
+        // at once and the checkpoint is never replaced by its own conversion.
+        IReadOnlyList<string> inputs = SafeTensorsCheckpoint.InputFiles(checkpointDirectory);
+        AtomicFile.ResolveTarget(outputPath, inputs);
         ArwkvConfig config = ArwkvConfig.Load(checkpointDirectory);
         using var checkpoint = CheckpointTensors.Open(checkpointDirectory);
         ArwkvLoraRanks ranks = ReadRanks(checkpoint, config);
@@ -45,7 +49,7 @@ public static class GgufExporter
         WriteMetadata(writer, config, ranks, options, checkpointDirectory, checkpoint);
         GgufTokenizer.Write(writer, checkpointDirectory, config);
         AddTensors(writer, checkpoint, config, ranks, options);
-        writer.Write(outputPath);
+        writer.Write(outputPath, inputs);
     }
 
     private static ArwkvLoraRanks ReadRanks(CheckpointTensors checkpoint, ArwkvConfig config)

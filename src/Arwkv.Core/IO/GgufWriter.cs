@@ -92,7 +92,10 @@ internal sealed class GgufWriter
     }
 
     /// <summary>Writes the file atomically (temporary file, then rename).</summary>
-    public void Write(string path) => AtomicFile.Write(path, stream =>
+    public void Write(string path) => Write(path, []);
+
+    /// <summary>Writes the file atomically, refusing a <paramref name="path"/> that is one of <paramref name="inputs"/> (see <see cref="AtomicFile"/>).</summary>
+    public void Write(string path, IEnumerable<string> inputs) => AtomicFile.Write(path, stream =>
     {
         var output = new BufferedStream(stream, 1 << 20);
         var w = new BinaryWriter(output, Encoding.UTF8, leaveOpen: true);
@@ -131,7 +134,7 @@ internal sealed class GgufWriter
             Pad(output, output.Position - dataStart);
         }
         output.Flush();
-    });
+    }, inputs);
 
     internal static GgmlType ToGgml(DType type) => type switch
     {

@@ -19,6 +19,8 @@ internal static class Qwen2GgufExporter
     {
         ArgumentNullException.ThrowIfNull(checkpointDirectory);
         ArgumentNullException.ThrowIfNull(outputPath);
+        IReadOnlyList<string> inputs = SafeTensorsCheckpoint.InputFiles(checkpointDirectory);
+        AtomicFile.ResolveTarget(outputPath, inputs);
         Qwen2Config c = Qwen2Config.Load(checkpointDirectory);
         using SafeTensorsCheckpoint ckpt = SafeTensorsCheckpoint.Open(checkpointDirectory);
 
@@ -69,6 +71,6 @@ internal static class Qwen2GgufExporter
             Tensor(b + "ffn_up.weight", p + "mlp.up_proj.weight", F, C);
             Tensor(b + "ffn_down.weight", p + "mlp.down_proj.weight", C, F);
         }
-        w.Write(outputPath);
+        w.Write(outputPath, inputs);
     }
 }

@@ -110,6 +110,20 @@ public sealed class SafeTensorsCheckpoint : IDisposable
         return map;
     }
 
+    /// <summary>
+    /// The files of a checkpoint directory that loading, converting or distilling from it may read: every
+    /// <c>*.safetensors</c>, <c>*.json</c> and <c>merges.txt</c> at its top level. Writers take them as inputs, so an
+    /// output path that is one of them is refused instead of replacing the checkpoint it is made from.
+    /// </summary>
+    public static IReadOnlyList<string> InputFiles(string directory)
+    {
+        if (!System.IO.Directory.Exists(directory)) return [];
+        return System.IO.Directory.EnumerateFiles(directory)
+            .Where(f => f.EndsWith(".safetensors", StringComparison.Ordinal) || f.EndsWith(".json", StringComparison.Ordinal)
+                || Path.GetFileName(f) == "merges.txt")
+            .Order(StringComparer.Ordinal).ToList();
+    }
+
     /// <summary>Whether the checkpoint has a tensor of this name.</summary>
     public bool Contains(string name) => _byTensor.ContainsKey(name);
 

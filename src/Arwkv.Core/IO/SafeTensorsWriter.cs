@@ -96,13 +96,28 @@ public static class SafeTensorsWriter
     }
 }
 
-/// <summary>Writes a file under a temporary name in the same directory, then renames it over the target.</summary>
+/// <summary>
+/// Writes a file under a temporary name in the same directory, then renames it over the target. Only a regular file
+/// is ever replaced: a target that is a directory, a FIFO, a device node (such as /dev/null) or a socket is refused,
+/// and so is a target that is one of the operation's own inputs. A target that is a symbolic link is written
+/// through: the file the link finally points to is replaced atomically and the link stays a link; a dangling link is
+/// refused. The checks name the path and what it is; they run before anything is written (a file swapped in between
+/// the check and the rename is not caught: the writer guards against mistakes, not against a concurrent attacker).
+/// </summary>
 public static class AtomicFile
 {
     /// <summary>Calls <paramref name="write"/> with a stream to a temporary file and renames it to <paramref name="path"/> once it returns.</summary>
-    public static void Write(string path, Action<Stream> write)
+    /// <exception cref="IOException">The target cannot be replaced (see <see cref="ResolveTarget"/>), or writing failed.</exception>
+    public static void Write(string path, Action<Stream> write) => Write(path, write, []);
+
+    /// <summary>
+    /// Like <see cref="Write(string, Action{Stream})"/>, refusing a target that is the same file (by identity: links
+    /// and hard links followed) as one of <paramref name="inputs"/>, the files the operation reads.
+    /// </summary>
+    /// <exception cref="IOException">The target cannot be replaced (see <see cref="ResolveTarget"/>), or writing failed.</exception>
+    public static void Write(string path, Action<Stream> write, IEnumerable<string> inputs)
     {
-        string full = Path.GetFullPath(path);
+        string full = ResolveTarget(path, inputs);
         string directory = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(directory);
         string temp = Path.Combine(directory, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
@@ -124,6 +139,45 @@ public static class AtomicFile
         }
     }
 
+    /// <summary>
+    /// The full path that writing <paramref name="path"/> will replace: the path itself, or, for a symbolic link,
+    /// the file it finally points to. Commands call it before long work so that a bad output fails first.
+    /// </summary>
+    /// <exception cref="IOException">
+    /// The target (or a link's final target) exists and is not a regular file, the link is dangling or cannot be
+    /// resolved, or the target is one of <paramref name="inputs"/>; the message names the path and the reason.
+    /// </exception>
+    public static string ResolveTarget(string path, IEnumerable<string>? inputs = null)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string full = Path.GetFullPath(path);
+        string target = full;
+        string via = "";
+        FileNode node = FileNode.Stat(full, followLinks: false);
+        if (node.Kind == FileNodeKind.SymbolicLink)
+        {
+            try
+            {
+                target = File.ResolveLinkTarget(full, returnFinalTarget: true)?.FullName ?? full;
+            }
+            catch (IOException e)
+            {
+                throw new IOException($"{path}: a symbolic link that cannot be resolved ({e.Message}); nothing written", e);
+            }
+            via = $"a symbolic link to {target}, which is ";
+            node = FileNode.Stat(target, followLinks: false);
+            if (node.Kind == FileNodeKind.Missing)
+                throw new IOException($"{path}: a symbolic link to {target}, which does not exist; refusing to write through a dangling link (remove the link or point it at a file)");
+        }
+        if (node.Kind is not (FileNodeKind.Missing or FileNodeKind.Regular))
+            throw new IOException($"{path}: {via}{node.Description}, not a regular file; refusing to replace it (write to a file path)");
+        if (node.Kind == FileNodeKind.Regular && inputs is not null)
+            foreach (string input in inputs)
+                if (FileNode.SameFile(target, input))
+                    throw new IOException($"{path}: {via}the same file as {input}, an input of this command; refusing to replace what is being read (write somewhere else)");
+        return target;
+    }
+
     /// <summary>Writes text atomically (UTF-8, no BOM).</summary>
     public static void WriteAllText(string path, string text) =>
         Write(path, s => s.Write(new UTF8Encoding(false).GetBytes(text)));
@@ -131,7 +185,7 @@ public static class AtomicFile
 
 /// <summary>
 /// Test-only fault injection for the kill/resume tests: with the environment variable ARWKV_TEST_KILL_DURING_SAVE=N,
-/// the N-th <see cref="AtomicFile.Write"/> of the process (counted from 1) truncates its temporary file to half of
+/// the N-th <see cref="AtomicFile.Write(string, Action{Stream}, IEnumerable{string})"/> of the process (counted from 1) truncates its temporary file to half of
 /// what was written and kills the process (SIGKILL on Unix: no finally blocks, no cleanup), so a test can stop a run
 /// in the middle of a checkpoint write, before the rename. Unset (always, outside tests), it costs one static read.
 /// </summary>

@@ -78,11 +78,11 @@ internal static class RandomCheckpointWriter
         while (header.Length % 8 != 0) header.WriteByte((byte)' ');
 
         string path = Path.Combine(directory, "model.safetensors");
-        string temp = path + ".tmp";
         ulong state = seed | 1;
         var floats = new float[1 << 16];
         var bytesBuffer = new byte[floats.Length * size];
-        using (var stream = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
+        // Atomically, like every other writer: a target that is a FIFO, a device or a directory is refused, not replaced.
+        AtomicFile.Write(path, stream =>
         {
             Span<byte> len = stackalloc byte[8];
             BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
@@ -119,9 +119,10 @@ internal static class RandomCheckpointWriter
                     stream.Write(dst);
                 }
             }
-        }
-        File.Move(temp, path, overwrite: true);
-        return new FileInfo(path).Length;
+        });
+        // Through the handle: a link's own FileInfo.Length is the link's size, not the file's.
+        using var written = File.OpenHandle(AtomicFile.ResolveTarget(path));
+        return RandomAccess.GetLength(written);
     }
 
     /// <summary>

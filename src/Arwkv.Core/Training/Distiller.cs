@@ -55,6 +55,7 @@ internal static class Distiller
         if (options.Stage is < 1 or > 3) throw new ArgumentException($"--stage must be 1, 2 or 3, got {options.Stage}");
         if (options.Steps <= 0 || options.BatchSize <= 0 || options.SeqLen <= 0) throw new ArgumentException("--steps, --batch and --seq-len must be positive");
         var stage = (TrainingStage)options.Stage;
+        RefuseInputsAsOutputs(options);
         if (options.PreferencePath is not null) return RunDpo(options, output, warnings, cancellationToken);
         if (options.TeacherTopK < 0) throw new ArgumentException($"--teacher-top-k must be >= 0, got {options.TeacherTopK}");
         if (options.TeacherTopK > 0 && stage != TrainingStage.Distillation) throw new ArgumentException("--teacher-top-k is a stage 2 option");
@@ -216,6 +217,21 @@ internal static class Distiller
             : SequenceBuilder.Pack(documents, seqLen, tokenizer.EndOfText);
         if (sequences.Count == 0) throw new CheckpointException(path, $"holds fewer than {seqLen + 1} tokens");
         return sequences;
+    }
+
+    /// <summary>
+    /// Refuses an OUT whose files would replace an input before any work: the student's config.json, weights and
+    /// tokenizer files land in OUT, so OUT cannot be the teacher's or --init-from's directory (DPO re-reads its frozen
+    /// reference from --init-from on resume), and none of them may be the data. Each name is checked as the atomic
+    /// writer will check it, so a device node or directory there fails here too.
+    /// </summary>
+    private static void RefuseInputsAsOutputs(DistillOptions options)
+    {
+        var inputs = new List<string>(SafeTensorsCheckpoint.InputFiles(options.TeacherDirectory)) { options.DataPath };
+        if (options.InitFrom is not null) inputs.AddRange(SafeTensorsCheckpoint.InputFiles(options.InitFrom));
+        if (options.PreferencePath is not null) inputs.Add(options.PreferencePath);
+        foreach (string name in TokenizerFiles.Concat(["config.json", SafeTensorsCheckpoint.SingleFileName, "loss.svg"]))
+            AtomicFile.ResolveTarget(Path.Combine(options.OutputDirectory, name), inputs);
     }
 
     /// <summary>Tokenizer files copied next to a student so that `arwkv generate` reads it like its teacher.</summary>
