@@ -11,6 +11,15 @@ public sealed class HipBuffer : SafeHandle
 {
     HipBuffer(long byteLength) : base(0, ownsHandle: true) => ByteLength = byteLength;
 
+    // A view: never frees its pointer; keeps the parent reachable so the allocation outlives the view's use.
+    HipBuffer(HipBuffer parent, long byteLength) : base(0, ownsHandle: false)
+    {
+        ByteLength = byteLength;
+        _parent = parent;
+    }
+
+    readonly HipBuffer? _parent;
+
     /// <summary>Size of the allocation in bytes.</summary>
     public long ByteLength { get; }
 
@@ -102,6 +111,38 @@ public sealed class HipBuffer : SafeHandle
             "arwkv_hip_memcpy_d2d");
     }
 
+    /// <summary>
+    /// Queues a device-to-device copy of <paramref name="byteCount"/> bytes from <paramref name="source"/> at
+    /// <paramref name="sourceOffset"/> to this buffer at <paramref name="destinationOffset"/> (byte offsets). The model
+    /// code uses it to move single rows (the token-shift row, a KV-cache row) without creating views per token.
+    /// </summary>
+    public void CopyFrom(HipBuffer source, long sourceOffset, long destinationOffset, long byteCount, HipStream? stream = null)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentOutOfRangeException.ThrowIfNegative(sourceOffset);
+        ArgumentOutOfRangeException.ThrowIfNegative(destinationOffset);
+        RequireBytes(checked(destinationOffset + byteCount), nameof(destinationOffset));
+        source.RequireBytes(checked(sourceOffset + byteCount), nameof(sourceOffset));
+        if (byteCount == 0) return;
+        HipRuntime.Check(NativeMethods.arwkv_hip_memcpy_d2d(Pointer + (nint)destinationOffset, source.Pointer + (nint)sourceOffset,
+            (nuint)byteCount, HipStream.Handle(stream)), "arwkv_hip_memcpy_d2d");
+    }
+
+    /// <summary>
+    /// A non-owning view of bytes [<paramref name="byteOffset"/>, <paramref name="byteOffset"/> + <paramref name="byteLength"/>)
+    /// of this buffer, for kernels that take a sub-tensor (one block of the time-mix lerp output, the last row of the
+    /// residual stream). Disposing the view frees nothing; the view must not be used after this buffer is disposed.
+    /// </summary>
+    public HipBuffer Slice(long byteOffset, long byteLength)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(byteOffset);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(byteLength);
+        RequireBytes(checked(byteOffset + byteLength), nameof(byteLength));
+        var view = new HipBuffer(this, byteLength);
+        view.SetHandle(Pointer + (nint)byteOffset);
+        return view;
+    }
+
     /// <summary>Queues filling the whole buffer with zero bytes (float 0.0 and bf16 0.0 alike).</summary>
     public void Clear(HipStream? stream = null) =>
         HipRuntime.Check(NativeMethods.arwkv_hip_memset(Pointer, 0, (nuint)ByteLength, HipStream.Handle(stream)),
@@ -122,5 +163,5 @@ public sealed class HipBuffer : SafeHandle
     }
 
     /// <inheritdoc />
-    protected override bool ReleaseHandle() => NativeMethods.arwkv_hip_free(handle) == 0;
+    protected override bool ReleaseHandle() => _parent != null || NativeMethods.arwkv_hip_free(handle) == 0;
 }
