@@ -45,12 +45,19 @@ switch ($Step) {
         Assert-Dotnet
         Install-Interop
         Invoke-Checked dotnet @('build', 'Arwkv.sln', '-c', 'Release', '-nologo', '-v', 'q')
-        # As build.sh: the HIP kernel tests on the HIP-on-CPU executor, warp 32 shuffled, then warp 64 in the full run.
+        # As build.sh: the HIP kernel tests on the HIP-on-CPU executor, warp 32 shuffled, warp 64 reversed under
+        # AddressSanitizer and UBSan, then warp 64 in the full run.
         $env:ARWKV_HIP_CPU_WARP_SIZE = '32'; Invoke-Checked bash @('native/hip/build.sh', '--cpu')
         $env:ARWKV_HIP_CPU_WARP_SIZE = '64'; Invoke-Checked bash @('native/hip/build.sh', '--cpu')
+        Invoke-Checked bash @('native/hip/build.sh', '--cpu', '--sanitize')
         $env:ARWKV_HIP_ALLOW_CPU_EXECUTOR = '1'; $env:ARWKV_HIP_TESTS_REQUIRED = '1'
         $env:ARWKV_HIP_LIBRARY = "$PSScriptRoot/native/hip/build/cpu-w32/libarwkv_hip.so"; $env:ARWKV_HIP_CPU_ORDER = 'shuffle:7'
         Invoke-Checked dotnet @('test', 'tests/Arwkv.Core.Tests', '-c', 'Release', '--no-build', '-nologo', '--filter', 'FullyQualifiedName~Arwkv.Tests.Hip')
+        $cxx = if ($env:CXX) { $env:CXX } else { 'g++' }
+        $env:LD_PRELOAD = (& $cxx -print-file-name=libasan.so).Trim(); $env:ASAN_OPTIONS = 'detect_leaks=0'
+        $env:ARWKV_HIP_LIBRARY = "$PSScriptRoot/native/hip/build/cpu-w64-asan/libarwkv_hip.so"; $env:ARWKV_HIP_CPU_ORDER = 'reverse'
+        try { Invoke-Checked dotnet @('test', 'tests/Arwkv.Core.Tests', '-c', 'Release', '--no-build', '-nologo', '--filter', 'FullyQualifiedName~Arwkv.Tests.Hip') }
+        finally { Remove-Item Env:LD_PRELOAD; Remove-Item Env:ASAN_OPTIONS }
         $env:ARWKV_HIP_LIBRARY = "$PSScriptRoot/native/hip/build/cpu-w64/libarwkv_hip.so"; Remove-Item Env:ARWKV_HIP_CPU_ORDER
         Invoke-Checked dotnet (@('test', 'tests/Arwkv.Core.Tests', '-c', 'Release', '--no-build', '-nologo', '--logger', 'console;verbosity=normal') + $Rest)
     }

@@ -41,11 +41,17 @@ cmd_test() {
   # CI compiles the GPU kernels (warnings are errors) for the targets Debian's hipcc knows; nothing runs them here.
   if [ -n "${CI:-}" ] || [ "${ARWKV_BUILD_NATIVE:-}" = 1 ]; then ARWKV_HIP_TARGETS="gfx90a;gfx940" native/hip/build.sh; fi
   # The HIP kernel tests run on the HIP-on-CPU executor (native/hip/hip_to_cpu.h): warp size 32 with a shuffled
-  # schedule first, then warp size 64 in the full run (whose closing count CI reports).
+  # schedule first, then warp size 64 in reverse order under AddressSanitizer and UBSan (out-of-bounds device and
+  # shared memory, undefined arithmetic), then warp size 64 in the full run (whose closing count CI reports).
   ARWKV_HIP_CPU_WARP_SIZE=32 native/hip/build.sh --cpu
   native/hip/build.sh --cpu
+  native/hip/build.sh --cpu --sanitize
   ARWKV_HIP_LIBRARY="$ROOT/native/hip/build/cpu-w32/libarwkv_hip.so" ARWKV_HIP_ALLOW_CPU_EXECUTOR=1 ARWKV_HIP_TESTS_REQUIRED=1 \
     ARWKV_HIP_CPU_ORDER=shuffle:7 dotnet test tests/Arwkv.Core.Tests -c Release --no-build -nologo \
+    --filter "FullyQualifiedName~Arwkv.Tests.Hip"
+  LD_PRELOAD="$(${CXX:-g++} -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 \
+    ARWKV_HIP_LIBRARY="$ROOT/native/hip/build/cpu-w64-asan/libarwkv_hip.so" ARWKV_HIP_ALLOW_CPU_EXECUTOR=1 \
+    ARWKV_HIP_TESTS_REQUIRED=1 ARWKV_HIP_CPU_ORDER=reverse dotnet test tests/Arwkv.Core.Tests -c Release --no-build -nologo \
     --filter "FullyQualifiedName~Arwkv.Tests.Hip"
   ARWKV_HIP_LIBRARY="$ROOT/native/hip/build/cpu-w64/libarwkv_hip.so" ARWKV_HIP_ALLOW_CPU_EXECUTOR=1 ARWKV_HIP_TESTS_REQUIRED=1 \
     dotnet test tests/Arwkv.Core.Tests -c Release --no-build -nologo --logger "console;verbosity=normal" "$@"
