@@ -24,7 +24,10 @@ public class HipExecutorOrderTests
 
     // Later tests in the same run keep the order that ./build.sh test chose through ARWKV_HIP_CPU_ORDER.
     [TearDown]
-    public void RestoreSchedule()
+    public void RestoreSchedule() => RestoreScheduleFromEnvironment();
+
+    /// <summary>Sets the executor back to the order ARWKV_HIP_CPU_ORDER names (forward when unset).</summary>
+    internal static void RestoreScheduleFromEnvironment()
     {
         string order = Environment.GetEnvironmentVariable("ARWKV_HIP_CPU_ORDER") ?? "forward";
         if (order == "reverse") HipRuntime.SetExecutorSchedule(ExecutorOrder.Reverse);
