@@ -29,7 +29,7 @@ public static class HipRuntime
     /// </summary>
     public const string AllowExecutorVariable = "ARWKV_HIP_ALLOW_CPU_EXECUTOR";
 
-    const int PlatformCpuExecutor = 3;
+    internal const int PlatformCpuExecutor = 3;
 
     // The runtimes libarwkv_hip links against: ROCm's HIP (hipcc build) or CUDA's runtime (nvcc build).
     static readonly string[] AmdRuntimeNames = ["libamdhip64.so.6", "libamdhip64.so.5", "libamdhip64.so"];
