@@ -98,18 +98,7 @@ public sealed unsafe class GgufFile : IDisposable
     /// <summary>Maps <paramref name="path"/> and validates its header, metadata and tensor table.</summary>
     public static GgufFile Open(string path)
     {
-        if (!File.Exists(path)) throw new CheckpointException(path, "file not found");
-        long length = new FileInfo(path).Length;
-        if (length < 24) throw new CheckpointException(path, $"truncated: {length} bytes, shorter than the 24-byte GGUF header");
-        MemoryMappedFile map;
-        try
-        {
-            map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new CheckpointException(path, "cannot be opened: " + e.Message, e);
-        }
+        var (map, length) = ReadOnlyMapping.Open(path, 24, length => $"truncated: {length} bytes, shorter than the 24-byte GGUF header");
         MemoryMappedViewAccessor? view = null;
         byte* basePtr = null;
         try

@@ -70,19 +70,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     /// <exception cref="CheckpointException">The file is missing, truncated or its header is inconsistent.</exception>
     public static SafeTensorsFile Open(string path)
     {
-        if (!File.Exists(path)) throw new CheckpointException(path, "file not found");
-        long length = new FileInfo(path).Length;
-        if (length < 8) throw new CheckpointException(path, $"truncated: {length} bytes, shorter than the 8-byte header length");
-
-        MemoryMappedFile map;
-        try
-        {
-            map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new CheckpointException(path, "cannot be opened: " + e.Message, e);
-        }
+        var (map, length) = ReadOnlyMapping.Open(path, 8, length => $"truncated: {length} bytes, shorter than the 8-byte header length");
         MemoryMappedViewAccessor? view = null;
         try
         {
