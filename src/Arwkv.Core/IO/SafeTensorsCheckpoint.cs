@@ -7,7 +7,7 @@ namespace Arwkv.IO;
 /// <c>model.safetensors.index.json</c>. Every file stays memory-mapped until the checkpoint is disposed, so
 /// pointers and spans it hands out are valid exactly that long.
 /// </summary>
-public sealed class SafeTensorsCheckpoint : IDisposable
+public sealed unsafe class SafeTensorsCheckpoint : IDisposable
 {
     /// <summary>The single-file weights name.</summary>
     public const string SingleFileName = "model.safetensors";
@@ -141,6 +141,31 @@ public sealed class SafeTensorsCheckpoint : IDisposable
     {
         SafeTensorsFile file = FileOf(name);
         return file.GetPointer(file.GetInfo(name));
+    }
+
+    /// <summary>
+    /// Address of <paramref name="name"/>, after checking that it holds no NaN or infinity: a matrix is used where it
+    /// is mapped, so this scan at load is the only place a damaged weight can be caught before it poisons the logits.
+    /// </summary>
+    /// <exception cref="CheckpointException">A non-finite element (the message names the tensor, element and value).</exception>
+    public nint GetFinitePointer(string name)
+    {
+        SafeTensorsFile file = FileOf(name);
+        TensorInfo info = file.GetInfo(name);
+        nint pointer = file.GetPointer(info);
+        long count = info.Shape.Aggregate(1L, (a, b) => a * b);
+        long bad = Kernels.NonFiniteScan.FirstNonFinite(pointer, info.Type, count);
+        if (bad >= 0)
+        {
+            float value = info.Type switch
+            {
+                DType.F32 => ((float*)pointer)[bad],
+                DType.F16 => (float)((Half*)pointer)[bad],
+                _ => BitConverter.Int32BitsToSingle(((ushort*)pointer)[bad] << 16),
+            };
+            throw new CheckpointException(file.Path, $"tensor '{name}' holds a non-finite value ({value}) at element {bad}");
+        }
+        return pointer;
     }
 
     /// <summary>Copies a tensor into a new float32 array, widening F16/BF16.</summary>

@@ -33,7 +33,7 @@ internal sealed class ArwkvWeightLoader(SafeTensorsCheckpoint checkpoint, ArwkvC
         TensorInfo info = Info(name);
         if (info.Shape.Length != 2 || info.Shape[0] != rows || info.Shape[1] != cols)
             throw Misshaped(name, info, $"[{rows}, {cols}]", why);
-        return new WeightMatrix(checkpoint.GetPointer(name), info.Type, rows, cols);
+        return new WeightMatrix(checkpoint.GetFinitePointer(name), info.Type, rows, cols);
     }
 
     /// <summary>A [C] vector, stored [C] or [1, 1, C] (the time-mix parameters).</summary>

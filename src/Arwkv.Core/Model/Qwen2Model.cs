@@ -118,7 +118,7 @@ public sealed class Qwen2Model : LanguageModel
         TensorInfo info = _checkpoint.GetInfo(name);
         if (info.Shape.Length != 2 || info.Shape[0] != rows || info.Shape[1] != cols)
             throw new CheckpointException(_checkpoint.FileOf(name).Path, $"tensor '{name}' has shape {info.ShapeText}, expected [{rows}, {cols}]");
-        return new WeightMatrix(_checkpoint.GetPointer(name), info.Type, rows, cols);
+        return new WeightMatrix(_checkpoint.GetFinitePointer(name), info.Type, rows, cols);
     }
 
     private float[] Vector(string name, int length)

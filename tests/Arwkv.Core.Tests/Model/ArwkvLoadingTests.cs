@@ -155,7 +155,7 @@ public class ArwkvLoadingTests
     [Test]
     public void LoadingMapsBigMatricesWithoutCopyingThem()
     {
-        if (!OperatingSystem.IsLinux()) Assert.Ignore("VmRSS is read from /proc/self/status");
+        if (!OperatingSystem.IsLinux()) Assert.Ignore("RssAnon is read from /proc/self/status");
         using var dir = new TempDirectory("arwkv-rss");
         // One layer and a tied 280000 x 512 BF16 embedding: a ~290 MB file that is almost all one matrix.
         var config = new ArwkvConfig
@@ -165,25 +165,27 @@ public class ArwkvLoadingTests
         long fileBytes = RandomCheckpointWriter.Write(dir.Path, config, new ArwkvLoraRanks(16, 16, 16, 16), DType.BF16);
         Assert.That(fileBytes, Is.GreaterThan(280_000L * 512 * 2));
 
+        // Anonymous memory is what a copy would cost; the mapped file's own pages (RssFile) are the page cache, which
+        // the load's non-finite scan reads through once and the kernel can drop at will.
         GC.Collect();
-        long before = ResidentBytes();
+        long before = Resident("RssAnon"), fileBefore = Resident("RssFile");
         using var model = ArwkvModel.Load(dir.Path, new ModelOptions { Threads = 2 });
-        long afterLoad = ResidentBytes();
+        long afterLoad = Resident("RssAnon"), fileAfterLoad = Resident("RssFile");
         var logits = new float[config.VocabSize];
         model.Forward([12345], model.CreateState(), logits, LogitsScope.Last);
-        long afterForward = ResidentBytes();
-        TestContext.Out.WriteLine($"file {fileBytes >> 20} MiB; RSS growth after load {(afterLoad - before) >> 20} MiB, after one token {(afterForward - before) >> 20} MiB");
+        long afterForward = Resident("RssAnon");
+        TestContext.Out.WriteLine($"file {fileBytes >> 20} MiB; anonymous memory growth after load {(afterLoad - before) >> 20} MiB, " +
+                                  $"after one token {(afterForward - before) >> 20} MiB; mapped file pages after load {(fileAfterLoad - fileBefore) >> 20} MiB");
         Assert.That(afterLoad - before, Is.LessThan(fileBytes / 5));
-        // One token touches the whole tied lm_head, mapping it in once; a copy would double that.
-        Assert.That(afterForward - before, Is.LessThan(fileBytes * 3 / 2));
+        Assert.That(afterForward - before, Is.LessThan(fileBytes / 5));
         Assert.That(logits.All(float.IsFinite));
     }
 
-    private static long ResidentBytes()
+    private static long Resident(string field)
     {
         foreach (string line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-                return long.Parse(line["VmRSS:".Length..].Trim().Split(' ')[0]) * 1024;
-        throw new InvalidOperationException("no VmRSS in /proc/self/status");
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+                return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0]) * 1024;
+        throw new InvalidOperationException($"no {field} in /proc/self/status");
     }
 }
