@@ -198,3 +198,31 @@ public class ConvertBenchmarks
     [Benchmark]
     public void Float32ToBFloat16() => Arwkv.Kernels.Convert.Float32ToBFloat16(_floats, _bf16);
 }
+
+/// <summary>The load-time NaN/Inf check over one matrix: the embedding (and lm_head) shape of Qwen2.5-0.5B, larger
+/// than any L3, so the figure is the scan's share of memory bandwidth, which is what a 7B checkpoint's load pays.</summary>
+[Config(typeof(KernelConfig))]
+public class NonFiniteScanBenchmarks
+{
+    BenchMatrix? _matrix;
+
+    /// <summary>Rows x Cols.</summary>
+    [Params("151936x896")]
+    public string Shape { get; set; } = "151936x896";
+
+    [Params(DType.BF16, DType.F32)]
+    public DType Type { get; set; }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var (rows, cols) = KernelConfig.ParseShape(Shape);
+        _matrix = new BenchMatrix(Type, rows, cols);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup() => _matrix?.Dispose();
+
+    [Benchmark]
+    public long Scan() => NonFiniteScan.FirstNonFinite(_matrix!.Matrix.Data, Type, (long)_matrix.Matrix.Rows * _matrix.Matrix.Cols);
+}

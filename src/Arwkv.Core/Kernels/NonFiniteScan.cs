@@ -22,6 +22,12 @@ internal static unsafe class NonFiniteScan
         _ => -1,
     };
 
+    /// <summary>Index of the first NaN or infinity in <paramref name="values"/>, or -1.</summary>
+    public static long FirstNonFinite(ReadOnlySpan<float> values)
+    {
+        fixed (float* p = values) return First<uint>((uint*)p, values.Length, 0x7F80_0000u);
+    }
+
     static long First<T>(T* data, long count, T exponent) where T : unmanaged, IBinaryInteger<T>
     {
         long i = 0;

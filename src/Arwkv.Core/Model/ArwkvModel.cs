@@ -135,8 +135,17 @@ public sealed class ArwkvModel : LanguageModel
                 int rows = Math.Min(chunk, tokens.Length - start);
                 bool lastChunk = start + rows == tokens.Length;
                 RunChunk(tokens.Slice(start, rows), s);
-                if (scope == LogitsScope.All) Logits(0, rows, logits.Slice(start * V, rows * V));
-                else if (scope == LogitsScope.Last && lastChunk) Logits(rows - 1, 1, logits[..V]);
+                if (scope == LogitsScope.All)
+                {
+                    Span<float> chunkLogits = logits.Slice(start * V, rows * V);
+                    Logits(0, rows, chunkLogits);
+                    NonFiniteLogitsException.ThrowIfAny(chunkLogits, V, s.Position + start, _checkpoint.Directory);
+                }
+                else if (scope == LogitsScope.Last && lastChunk)
+                {
+                    Logits(rows - 1, 1, logits[..V]);
+                    NonFiniteLogitsException.ThrowIfAny(logits[..V], V, s.Position + start + rows - 1, _checkpoint.Directory);
+                }
             }
             s.Position += tokens.Length;
         }

@@ -248,12 +248,14 @@ public sealed class Qwen2Model : LanguageModel
             Span<float> lastNormed = w.Normed.AsSpan(0, c);
             RmsNorm(x.Slice((n - 1) * c, c), _finalNorm, lastNormed, 1, c, eps);
             MatMul.Gemv(_lmHead, lastNormed, logits.Slice(0, cfg.VocabSize), _pool);
+            NonFiniteLogitsException.ThrowIfAny(logits.Slice(0, cfg.VocabSize), cfg.VocabSize, start + n - 1, _checkpoint.Directory);
         }
         else
         {
             Span<float> normed = w.Normed.AsSpan(0, n * c);
             RmsNorm(x, _finalNorm, normed, n, c, eps);
             Gemm(_lmHead, normed, logits.Slice(0, n * cfg.VocabSize), n);
+            NonFiniteLogitsException.ThrowIfAny(logits.Slice(0, n * cfg.VocabSize), cfg.VocabSize, start, _checkpoint.Directory);
         }
     }
 

@@ -77,6 +77,58 @@ public unsafe class NonFiniteWeightTests
         }
     }
 
+    /// <summary>Finite weights can still overflow float32 in the forward pass; the logits are then an error naming the
+    /// position, not numbers that sampling would turn into an arbitrary token.</summary>
+    [Test]
+    public void ArwkvLogitsThatOverflow_AreAnErrorNamingThePosition([Values] LogitsScope scope)
+    {
+        if (scope == LogitsScope.None) return;
+        using var dir = new TempDirectory("arwkv-overflow");
+        RandomArwkvCheckpoint.Create(dir.Path, RandomArwkvCheckpoint.SmallConfig(), seed: 3, type: DType.F32);
+        AssertOverflowIsReported(dir.Path, scope);
+    }
+
+    [Test]
+    public void Qwen2LogitsThatOverflow_AreAnErrorNamingThePosition([Values(LogitsScope.Last, LogitsScope.All)] LogitsScope scope)
+    {
+        string dir = Qwen2TestCheckpoint.Write(new Qwen2TestShape { Type = DType.F32, Seed = 4 });
+        try
+        {
+            AssertOverflowIsReported(dir, scope);
+        }
+        finally
+        {
+            Qwen2TestCheckpoint.Delete(dir);
+        }
+    }
+
+    static void AssertOverflowIsReported(string modelDir, LogitsScope scope)
+    {
+        // 1e30 * 1e30 is finite in neither float32 nor the sum: every logit is +-infinity (or NaN).
+        string file = Path.Combine(modelDir, "model.safetensors");
+        Fill(file, "model.norm.weight", 1e30f);
+        Fill(file, "lm_head.weight", 1e30f);
+        using var model = LanguageModel.Load(modelDir, new ModelOptions { Threads = 1 });
+        var state = model.CreateState();
+        int[] tokens = [1, 2, 3];
+        var logits = new float[tokens.Length * model.VocabSize];
+
+        var e = Assert.Throws<NonFiniteLogitsException>(() => model.Forward(tokens, state, logits, scope))!;
+
+        Assert.That(e.Position, Is.EqualTo(scope == LogitsScope.All ? 0 : tokens.Length - 1));
+        Assert.That(e.ModelDirectory, Is.EqualTo(modelDir));
+        Assert.That(e.Message, Does.StartWith(modelDir + ": the forward pass produced a non-finite logit"));
+    }
+
+    static void Fill(string file, string tensor, float value)
+    {
+        TensorInfo info;
+        using (var st = SafeTensorsFile.Open(file)) info = st.GetInfo(tensor);
+        using var stream = new FileStream(file, FileMode.Open, FileAccess.Write);
+        stream.Position = info.Offset;
+        stream.Write(Encode(info.Type, Enumerable.Repeat(value, (int)(info.ByteLength / info.Type.SizeOf())).ToArray()));
+    }
+
     /// <summary>Overwrites one element of <paramref name="tensor"/> in place (the element a few past the middle) and returns its index.</summary>
     static long Poke(string file, string tensor, int pastMiddle, DType type, float value)
     {
