@@ -10,34 +10,46 @@ internal sealed record LoraRanks(int Decay = 64, int Iclr = 64, int Value = 32, 
 
 /// <summary>
 /// The ARWKV student for training on the CPU: Qwen2.5's embedding, RMSNorms, SwiGLU MLPs and lm_head around
-/// RWKV-7 time mixes, with every parameter named and shaped as in the Hugging Face checkpoint (ARWKV.md section 3)
-/// and a gradient buffer of the same layout. Activations are planned once for [maxBatch, maxSeqLen]; a step
-/// allocates nothing. Usage: <see cref="Forward"/> (logits), a loss from <see cref="Losses"/> and its backward
-/// into <see cref="DLogits"/>, <see cref="Backward()"/>, then <see cref="AdamW{TF}.Step"/>. Stage 1 uses
-/// <see cref="ForwardAlignment"/>/<see cref="BackwardAlignment"/> instead.
+/// RWKV-7 time mixes (a <see cref="DecoderStack{TF}"/> whose mixer is <see cref="TimeMix"/>), with every parameter
+/// named and shaped as in the Hugging Face checkpoint (ARWKV.md section 3) and a gradient buffer of the same layout.
+/// Activations are planned once for [maxBatch, maxSeqLen]; a step allocates nothing. Usage: <see cref="Forward"/>
+/// (logits), a loss from <see cref="Losses"/> and its backward into <see cref="DLogits"/>, <see cref="Backward()"/>,
+/// then <see cref="AdamW{TF}.Step"/>. Stage 1 uses <see cref="ForwardAlignment"/>/<see cref="BackwardAlignment"/> instead.
 /// </summary>
 internal sealed class ArwkvStudent<TF> where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
 {
-    private sealed class Layer
+    /// <summary>
+    /// The RWKV-7 time mixes of all layers. Layers after the first read layer 0's value (v_first), so the gradient of
+    /// v_first is gathered from every later layer (last layer first) and added into layer 0's value path at its turn.
+    /// </summary>
+    private sealed class TimeMixer : ITokenMixer<TF>
     {
-        public required string Prefix;
-        public required Memory<TF> Norm1, Norm2, GateProj, UpProj, DownProj;           // [C], [C], [F, C], [F, C], [C, F]
-        public required Memory<TF> DNorm1, DNorm2, DGateProj, DUpProj, DDownProj;
-        public required TimeMixWeights<TF> Mix, DMix;
-        public required TimeMixActivations<TF> MixAct;
-        public required TF[] Ln1, Rstd1, Mid, Ln2, Rstd2, Gate, Up, Hidden;            // [BT, C], [BT], [BT, C], [BT, C], [BT], [BT, F] x3
+        public required TimeMixWeights<TF>[] Mix, DMix;
+        public required TimeMixActivations<TF>[] Act;
+        public required TimeMixScratch<TF> Scratch;
+        public required TF[] DVFirst;                                                   // [BT, C]
+
+        public ReadOnlySpan<TF> Forward(int layer, ReadOnlySpan<TF> x, ReadOnlySpan<byte> mask, int batch, int seqLen)
+        {
+            TimeMix.Forward<TF>(Act[layer], Mix[layer], x, Act[0].V, mask, batch, seqLen, firstLayer: layer == 0);
+            return Act[layer].Out;
+        }
+
+        public void BeginBackward(int batch, int seqLen) => Array.Clear(DVFirst, 0, batch * seqLen * Act[0].Shape.Channels);
+
+        public void Backward(int layer, Span<TF> dx, ReadOnlySpan<TF> dOutput, ReadOnlySpan<TF> x, ReadOnlySpan<byte> mask, int batch, int seqLen)
+        {
+            int nc = batch * seqLen * Act[0].Shape.Channels;
+            TimeMix.Backward<TF>(DMix[layer], dx, layer == 0 ? Span<TF>.Empty : DVFirst, Scratch, dOutput,
+                layer == 0 ? DVFirst.AsSpan(0, nc) : ReadOnlySpan<TF>.Empty, Act[layer], Mix[layer], x,
+                Act[0].V, mask, batch, seqLen, firstLayer: layer == 0);
+        }
     }
 
-    private readonly Layer[] layers;
-    private readonly Memory<TF> embed, finalNorm, lmHead, dEmbed, dFinalNorm, dLmHead;
-    private readonly TF[][] residual;                 // [L + 1][BT, C]: input of layer l; residual[L] feeds the final norm
-    private readonly TF[] finalLn, finalRstd, logits, dLogits;
-    private readonly TF[] dRes, dLn, dVFirst, dHidden, dGate, dUp, rowScratch;
-    private readonly TimeMixScratch<TF> mixScratch;
-    private int batch, seqLen;
-    private int[] tokens = [];
-    private byte[] mask = [];
-    private bool hasMask;
+    private readonly DecoderStack<TF> stack;
+    private readonly TimeMixer mixer;
+    private readonly Memory<TF> embed, finalNorm, lmHead;
+    private readonly (Memory<TF> Norm1, Memory<TF> Norm2, Memory<TF> GateProj, Memory<TF> UpProj, Memory<TF> DownProj)[] blockWeights;
 
     public ArwkvStudent(ArwkvConfig config, int maxBatch, int maxSeqLen, LoraRanks? ranks = null)
     {
@@ -47,40 +59,32 @@ internal sealed class ArwkvStudent<TF> where TF : unmanaged, IBinaryFloatingPoin
         Ranks = ranks ?? new LoraRanks();
         MaxBatch = maxBatch;
         MaxSeqLen = maxSeqLen;
-        int c = config.HiddenSize, f = config.IntermediateSize, v = config.VocabSize, n = maxBatch * maxSeqLen;
+        int c = config.HiddenSize;
         MixShape = new TimeMixShape(c, config.HeadSize, Ranks.Decay, Ranks.Iclr, Ranks.Value, Ranks.Gate, config.WkvHasGate);
         MixShape.Validate();
         Parameters = new ParameterSet<TF>(Layout(config, Ranks));
 
-        embed = Parameters.Value("model.embed_tokens.weight"); dEmbed = Parameters.Gradient("model.embed_tokens.weight");
-        finalNorm = Parameters.Value("model.norm.weight"); dFinalNorm = Parameters.Gradient("model.norm.weight");
-        lmHead = Parameters.Value("lm_head.weight"); dLmHead = Parameters.Gradient("lm_head.weight");
-        layers = new Layer[config.NumLayers];
-        for (int l = 0; l < layers.Length; l++)
+        embed = Parameters.Value("model.embed_tokens.weight");
+        finalNorm = Parameters.Value("model.norm.weight");
+        lmHead = Parameters.Value("lm_head.weight");
+        int layers = config.NumLayers;
+        blockWeights = new (Memory<TF>, Memory<TF>, Memory<TF>, Memory<TF>, Memory<TF>)[layers];
+        for (int l = 0; l < layers; l++)
         {
             string p = $"model.layers.{l}.";
-            layers[l] = new Layer
-            {
-                Prefix = p,
-                Norm1 = Parameters.Value(p + "input_layernorm.weight"), DNorm1 = Parameters.Gradient(p + "input_layernorm.weight"),
-                Norm2 = Parameters.Value(p + "post_attention_layernorm.weight"), DNorm2 = Parameters.Gradient(p + "post_attention_layernorm.weight"),
-                GateProj = Parameters.Value(p + "mlp.gate_proj.weight"), DGateProj = Parameters.Gradient(p + "mlp.gate_proj.weight"),
-                UpProj = Parameters.Value(p + "mlp.up_proj.weight"), DUpProj = Parameters.Gradient(p + "mlp.up_proj.weight"),
-                DownProj = Parameters.Value(p + "mlp.down_proj.weight"), DDownProj = Parameters.Gradient(p + "mlp.down_proj.weight"),
-                Mix = MixViews(p + "self_attn.time_mixer.", gradients: false),
-                DMix = MixViews(p + "self_attn.time_mixer.", gradients: true),
-                MixAct = new TimeMixActivations<TF>(MixShape, maxBatch, maxSeqLen),
-                Ln1 = new TF[n * c], Rstd1 = new TF[n], Mid = new TF[n * c], Ln2 = new TF[n * c], Rstd2 = new TF[n],
-                Gate = new TF[n * f], Up = new TF[n * f], Hidden = new TF[n * f],
-            };
+            blockWeights[l] = (Parameters.Value(p + "input_layernorm.weight"), Parameters.Value(p + "post_attention_layernorm.weight"),
+                Parameters.Value(p + "mlp.gate_proj.weight"), Parameters.Value(p + "mlp.up_proj.weight"), Parameters.Value(p + "mlp.down_proj.weight"));
         }
-        residual = new TF[layers.Length + 1][];
-        for (int l = 0; l <= layers.Length; l++) residual[l] = new TF[n * c];
-        finalLn = new TF[n * c]; finalRstd = new TF[n]; logits = new TF[n * v]; dLogits = new TF[n * v];
-        dRes = new TF[n * c]; dLn = new TF[n * c]; dVFirst = new TF[n * c];
-        dHidden = new TF[n * f]; dGate = new TF[n * f]; dUp = new TF[n * f];
-        rowScratch = new TF[Math.Max(c, f)];
-        mixScratch = new TimeMixScratch<TF>(MixShape, maxBatch, maxSeqLen);
+        mixer = new TimeMixer
+        {
+            Mix = Enumerable.Range(0, layers).Select(l => MixViews($"model.layers.{l}.self_attn.time_mixer.", gradients: false)).ToArray(),
+            DMix = Enumerable.Range(0, layers).Select(l => MixViews($"model.layers.{l}.self_attn.time_mixer.", gradients: true)).ToArray(),
+            Act = Enumerable.Range(0, layers).Select(_ => new TimeMixActivations<TF>(MixShape, maxBatch, maxSeqLen)).ToArray(),
+            Scratch = new TimeMixScratch<TF>(MixShape, maxBatch, maxSeqLen),
+            DVFirst = new TF[maxBatch * maxSeqLen * c],
+        };
+        stack = new DecoderStack<TF>(Parameters, mixer, layers, c, config.IntermediateSize, config.VocabSize, config.RmsNormEps,
+            maxBatch, maxSeqLen, withBackward: true);
     }
 
     public ArwkvConfig Config { get; }
@@ -91,13 +95,13 @@ internal sealed class ArwkvStudent<TF> where TF : unmanaged, IBinaryFloatingPoin
     public ParameterSet<TF> Parameters { get; }
 
     /// <summary>Logits [B, T, V] of the last <see cref="Forward"/>.</summary>
-    public Span<TF> Logits => logits.AsSpan(0, batch * seqLen * Config.VocabSize);
+    public Span<TF> Logits => stack.Logits;
 
     /// <summary>The loss gradient [B, T, V] that <see cref="Backward()"/> reads; losses add into it, Forward clears it.</summary>
-    public Span<TF> DLogits => dLogits.AsSpan(0, batch * seqLen * Config.VocabSize);
+    public Span<TF> DLogits => stack.DLogits;
 
     /// <summary>Output of layer <paramref name="layer"/>'s time mix [B, T, C] from the last forward (stage 1: the student's attention output).</summary>
-    public ReadOnlySpan<TF> TimeMixOutput(int layer) => layers[layer].MixAct.Out.AsSpan(0, batch * seqLen * Config.HiddenSize);
+    public ReadOnlySpan<TF> TimeMixOutput(int layer) => mixer.Act[layer].Out.AsSpan(0, stack.Batch * stack.SeqLen * Config.HiddenSize);
 
     /// <summary>The HF tensor names and shapes of a student (ARWKV.md section 3).</summary>
     public static IEnumerable<(string Name, long[] Shape)> Layout(ArwkvConfig config, LoraRanks ranks)
@@ -164,7 +168,7 @@ internal sealed class ArwkvStudent<TF> where TF : unmanaged, IBinaryFloatingPoin
     public void InitializeRwkv7(int seed, bool teacherCopyFollows = false)
     {
         var rng = new Random(seed);
-        int c = Config.HiddenSize, numLayers = layers.Length;
+        int c = Config.HiddenSize, numLayers = Config.NumLayers;
         void Placeholder(Span<TF> data)
         {
             if (!teacherCopyFollows) Normal(data, 0.02, rng);
@@ -173,11 +177,11 @@ internal sealed class ArwkvStudent<TF> where TF : unmanaged, IBinaryFloatingPoin
         Placeholder(embed.Span); Placeholder(lmHead.Span); finalNorm.Span.Fill(TF.One);
         for (int l = 0; l < numLayers; l++)
         {
-            Layer layer = layers[l];
-            layer.Norm1.Span.Fill(TF.One); layer.Norm2.Span.Fill(TF.One);
-            Placeholder(layer.GateProj.Span); Placeholder(layer.UpProj.Span); Placeholder(layer.DownProj.Span);
+            var block = blockWeights[l];
+            block.Norm1.Span.Fill(TF.One); block.Norm2.Span.Fill(TF.One);
+            Placeholder(block.GateProj.Span); Placeholder(block.UpProj.Span); Placeholder(block.DownProj.Span);
 
-            TimeMixWeights<TF> p = layer.Mix;
+            TimeMixWeights<TF> p = mixer.Mix[l];
             double r0 = numLayers > 1 ? (double)l / (numLayers - 1) : 0;   // ratio_0_to_1
             double r1 = 1.0 - (double)l / numLayers;                          // ratio_1_to_almost0
             for (int i = 0; i < c; i++)
@@ -237,32 +241,8 @@ internal sealed class ArwkvStudent<TF> where TF : unmanaged, IBinaryFloatingPoin
     // Stage 2 / 3: the whole student
 
     /// <summary>tokens [B, T]; mask [B, T] (0 = padding) or empty. Returns the logits [B, T, V] and clears <see cref="DLogits"/>.</summary>
-    public Span<TF> Forward(ReadOnlySpan<int> tokenIds, ReadOnlySpan<byte> paddingMask, int batchSize, int sequenceLength)
-    {
-        SetBatch(tokenIds, paddingMask, batchSize, sequenceLength);
-        int n = batch * seqLen, c = Config.HiddenSize, f = Config.IntermediateSize, v = Config.VocabSize;
-        double eps = Config.RmsNormEps;
-        ReadOnlySpan<byte> m = MaskSpan;
-        Embedding.Forward<TF>(residual[0], tokens.AsSpan(0, n), embed.Span, n, c);
-        for (int l = 0; l < layers.Length; l++)
-        {
-            Layer layer = layers[l];
-            TF[] input = residual[l], output = residual[l + 1];
-            RmsNorm.Forward<TF>(layer.Ln1, layer.Rstd1, input, layer.Norm1.Span, eps, n, c);
-            TimeMix.Forward<TF>(layer.MixAct, layer.Mix, layer.Ln1, layers[0].MixAct.V, m, batch, seqLen, firstLayer: l == 0);
-            TensorPrimitives.Add<TF>(input.AsSpan(0, n * c), layer.MixAct.Out.AsSpan(0, n * c), layer.Mid);
-            RmsNorm.Forward<TF>(layer.Ln2, layer.Rstd2, layer.Mid, layer.Norm2.Span, eps, n, c);
-            Linear.Forward<TF>(layer.Gate, layer.Ln2, layer.GateProj.Span, n, c, f);
-            Linear.Forward<TF>(layer.Up, layer.Ln2, layer.UpProj.Span, n, c, f);
-            SwiGlu.Forward<TF>(layer.Hidden.AsSpan(0, n * f), layer.Gate, layer.Up);
-            Linear.Forward<TF>(output, layer.Hidden, layer.DownProj.Span, n, f, c);
-            TensorPrimitives.Add<TF>(output.AsSpan(0, n * c), layer.Mid.AsSpan(0, n * c), output);
-        }
-        RmsNorm.Forward<TF>(finalLn, finalRstd, residual[layers.Length], finalNorm.Span, eps, n, c);
-        Linear.Forward<TF>(logits, finalLn, lmHead.Span, n, c, v);
-        DLogits.Clear();
-        return Logits;
-    }
+    public Span<TF> Forward(ReadOnlySpan<int> tokenIds, ReadOnlySpan<byte> paddingMask, int batchSize, int sequenceLength) =>
+        stack.Forward(tokenIds, paddingMask, batchSize, sequenceLength);
 
     /// <summary>Copies <paramref name="dlogits"/> [B, T, V] into <see cref="DLogits"/> and runs <see cref="Backward()"/>.</summary>
     public void Backward(ReadOnlySpan<TF> dlogits)
@@ -273,35 +253,7 @@ internal sealed class ArwkvStudent<TF> where TF : unmanaged, IBinaryFloatingPoin
     }
 
     /// <summary>Adds the gradients of the loss whose logit gradient is in <see cref="DLogits"/> into <see cref="ParameterSet{TF}.Grad"/>.</summary>
-    public void Backward()
-    {
-        int n = batch * seqLen, c = Config.HiddenSize, f = Config.IntermediateSize, v = Config.VocabSize, nc = n * c, nf = n * f;
-        ReadOnlySpan<byte> m = MaskSpan;
-        Array.Clear(dLn, 0, nc);
-        Linear.Backward<TF>(dLn, dLmHead.Span, dLogits, finalLn, lmHead.Span, n, c, v);
-        Array.Clear(dRes, 0, nc);
-        RmsNorm.Backward<TF>(dRes, dFinalNorm.Span, dLn, residual[layers.Length], finalNorm.Span, finalRstd, rowScratch, n, c);
-        Array.Clear(dVFirst, 0, nc);
-        for (int l = layers.Length - 1; l >= 0; l--)
-        {
-            Layer layer = layers[l];
-            // output = mid + down(silu(gate(ln2)) * up(ln2)), ln2 = norm2(mid); dRes becomes d(mid)
-            Array.Clear(dHidden, 0, nf); Array.Clear(dGate, 0, nf); Array.Clear(dUp, 0, nf);
-            Linear.Backward<TF>(dHidden, layer.DDownProj.Span, dRes, layer.Hidden, layer.DownProj.Span, n, f, c);
-            SwiGlu.Backward<TF>(dGate, dUp, dHidden.AsSpan(0, nf), layer.Gate, layer.Up);
-            Array.Clear(dLn, 0, nc);
-            Linear.Backward<TF>(dLn, layer.DGateProj.Span, dGate, layer.Ln2, layer.GateProj.Span, n, c, f);
-            Linear.Backward<TF>(dLn, layer.DUpProj.Span, dUp, layer.Ln2, layer.UpProj.Span, n, c, f);
-            RmsNorm.Backward<TF>(dRes, layer.DNorm2.Span, dLn, layer.Mid, layer.Norm2.Span, layer.Rstd2, rowScratch, n, c);
-            // mid = input + timemix(norm1(input)); dRes becomes d(input)
-            Array.Clear(dLn, 0, nc);
-            TimeMix.Backward<TF>(layer.DMix, dLn, l == 0 ? Span<TF>.Empty : dVFirst, mixScratch, dRes,
-                l == 0 ? dVFirst.AsSpan(0, nc) : ReadOnlySpan<TF>.Empty, layer.MixAct, layer.Mix, layer.Ln1,
-                layers[0].MixAct.V, m, batch, seqLen, firstLayer: l == 0);
-            RmsNorm.Backward<TF>(dRes, layer.DNorm1.Span, dLn, residual[l], layer.Norm1.Span, layer.Rstd1, rowScratch, n, c);
-        }
-        Embedding.Backward<TF>(dEmbed.Span, dRes, tokens.AsSpan(0, n), n, c);
-    }
+    public void Backward() => stack.Backward();
 
     // ================================================================================================================
     // Stage 1: attention alignment
@@ -314,60 +266,38 @@ internal sealed class ArwkvStudent<TF> where TF : unmanaged, IBinaryFloatingPoin
     public double ForwardAlignment(IReadOnlyList<ReadOnlyMemory<TF>> teacherInputs, IReadOnlyList<ReadOnlyMemory<TF>> teacherOutputs,
         ReadOnlySpan<byte> paddingMask, int batchSize, int sequenceLength)
     {
-        if (teacherInputs.Count != layers.Length || teacherOutputs.Count != layers.Length)
-            throw new ArgumentException($"need teacher attention inputs and outputs for all {layers.Length} layers");
-        SetBatch(ReadOnlySpan<int>.Empty, paddingMask, batchSize, sequenceLength);
-        int n = batch * seqLen, c = Config.HiddenSize;
+        int layers = Config.NumLayers;
+        if (teacherInputs.Count != layers || teacherOutputs.Count != layers)
+            throw new ArgumentException($"need teacher attention inputs and outputs for all {layers} layers");
+        stack.SetBatch(ReadOnlySpan<int>.Empty, paddingMask, batchSize, sequenceLength);
+        int n = batchSize * sequenceLength, c = Config.HiddenSize;
         double total = 0;
-        for (int l = 0; l < layers.Length; l++)
+        for (int l = 0; l < layers; l++)
         {
             CheckRows(teacherInputs[l], n * c, "teacher input", l);
             CheckRows(teacherOutputs[l], n * c, "teacher output", l);
-            Layer layer = layers[l];
-            TimeMix.Forward<TF>(layer.MixAct, layer.Mix, teacherInputs[l].Span, layers[0].MixAct.V, MaskSpan, batch, seqLen, firstLayer: l == 0);
-            total += Losses.AlignmentForward<TF>(layer.MixAct.Out, teacherOutputs[l].Span, MaskSpan, n, c);
+            ReadOnlySpan<TF> output = mixer.Forward(l, teacherInputs[l].Span, stack.Mask, batchSize, sequenceLength);
+            total += Losses.AlignmentForward<TF>(output, teacherOutputs[l].Span, stack.Mask, n, c);
         }
-        return total / layers.Length;
+        return total / layers;
     }
 
     /// <summary>Adds the gradient of <see cref="ForwardAlignment"/>'s loss into the time-mix gradients.</summary>
     public void BackwardAlignment(IReadOnlyList<ReadOnlyMemory<TF>> teacherInputs, IReadOnlyList<ReadOnlyMemory<TF>> teacherOutputs)
     {
-        int n = batch * seqLen, nc = n * Config.HiddenSize;
-        Array.Clear(dVFirst, 0, nc);
-        for (int l = layers.Length - 1; l >= 0; l--)
+        int batch = stack.Batch, seqLen = stack.SeqLen, layers = Config.NumLayers, n = batch * seqLen, nc = n * Config.HiddenSize;
+        (TF[] dOut, TF[] dx) = stack.Scratch;
+        mixer.BeginBackward(batch, seqLen);
+        for (int l = layers - 1; l >= 0; l--)
         {
-            Layer layer = layers[l];
-            Array.Clear(dRes, 0, nc);
-            Losses.AlignmentBackward<TF>(dRes, layer.MixAct.Out, teacherOutputs[l].Span, MaskSpan, 1.0 / layers.Length, n, Config.HiddenSize);
-            Array.Clear(dLn, 0, nc);   // the teacher's input takes no gradient
-            TimeMix.Backward<TF>(layer.DMix, dLn, l == 0 ? Span<TF>.Empty : dVFirst, mixScratch, dRes,
-                l == 0 ? dVFirst.AsSpan(0, nc) : ReadOnlySpan<TF>.Empty, layer.MixAct, layer.Mix, teacherInputs[l].Span,
-                layers[0].MixAct.V, MaskSpan, batch, seqLen, firstLayer: l == 0);
+            Array.Clear(dOut, 0, nc);
+            Losses.AlignmentBackward<TF>(dOut, mixer.Act[l].Out, teacherOutputs[l].Span, stack.Mask, 1.0 / layers, n, Config.HiddenSize);
+            Array.Clear(dx, 0, nc);   // the teacher's input takes no gradient
+            mixer.Backward(l, dx, dOut, teacherInputs[l].Span, stack.Mask, batch, seqLen);
         }
     }
 
     // ================================================================================================================
-
-    private ReadOnlySpan<byte> MaskSpan => hasMask ? mask.AsSpan(0, batch * seqLen) : ReadOnlySpan<byte>.Empty;
-
-    private void SetBatch(ReadOnlySpan<int> tokenIds, ReadOnlySpan<byte> paddingMask, int batchSize, int sequenceLength)
-    {
-        if (batchSize <= 0 || batchSize > MaxBatch || sequenceLength <= 0 || sequenceLength > MaxSeqLen)
-            throw new ArgumentException($"[{batchSize}, {sequenceLength}] is outside the planned [{MaxBatch}, {MaxSeqLen}]");
-        int n = batchSize * sequenceLength;
-        if (!paddingMask.IsEmpty && paddingMask.Length != n) throw new ArgumentException($"mask has {paddingMask.Length} entries, expected {n}");
-        batch = batchSize;
-        seqLen = sequenceLength;
-        if (tokens.Length < MaxBatch * MaxSeqLen) { tokens = new int[MaxBatch * MaxSeqLen]; mask = new byte[MaxBatch * MaxSeqLen]; }
-        if (!tokenIds.IsEmpty)
-        {
-            if (tokenIds.Length != n) throw new ArgumentException($"tokens has {tokenIds.Length} entries, expected {n}");
-            tokenIds.CopyTo(tokens);
-        }
-        hasMask = !paddingMask.IsEmpty;
-        if (hasMask) paddingMask.CopyTo(mask);
-    }
 
     private static void CheckRows(ReadOnlyMemory<TF> data, int length, string what, int layer)
     {

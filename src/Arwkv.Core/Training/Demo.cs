@@ -96,7 +96,7 @@ internal static class Demo
             output.WriteLine(Invariant($"teacher: Qwen2 C={size.Hidden} L={size.Layers} F={size.Intermediate} heads={size.Heads}/{size.KvHeads}, training {size.TeacherSteps} steps"));
             teacher = new Qwen2Trainable<float>(teacherConfig, size.Batch, size.SeqLen);
             teacher.Initialize(options.Seed);
-            var trainer = new Trainer(TrainingStage.Teacher, teacher, null, train, new TrainerOptions
+            using var trainer = new Trainer(TrainingStage.Teacher, teacher, null, train, new TrainerOptions
             {
                 Steps = size.TeacherSteps, LrMax = 3e-3, LrMin = 3e-4, WarmupSteps = Math.Max(1, size.TeacherSteps / 20),
                 BatchSize = size.Batch, SeqLen = size.SeqLen, Seed = (ulong)options.Seed,
@@ -112,7 +112,7 @@ internal static class Demo
         // ---- student: stage 1 ----
         ArwkvStudent<float> student = ModelFiles.StudentFromTeacher(teacher, size.Ranks, 64, options.Seed, size.Batch, size.SeqLen);
         output.WriteLine(Invariant($"student: ARWKV C={size.Hidden} L={size.Layers} heads={student.Config.NumHeads}, {student.Parameters.Count:N0} parameters; stage 1 {size.Stage1Steps} steps"));
-        var stage1 = new Trainer(TrainingStage.Alignment, teacher, student, train, new TrainerOptions
+        using var stage1 = new Trainer(TrainingStage.Alignment, teacher, student, train, new TrainerOptions
         {
             Steps = size.Stage1Steps, LrMax = 3e-3, LrMin = 3e-4, WarmupSteps = Math.Max(1, size.Stage1Steps / 10),
             BatchSize = size.Batch, SeqLen = size.SeqLen, Seed = (ulong)options.Seed + 1,
@@ -124,7 +124,7 @@ internal static class Demo
 
         // ---- stage 2 ----
         output.WriteLine(Invariant($"stage 2: KL(teacher || student), all parameters, {size.Stage2Steps} steps"));
-        var stage2 = new Trainer(TrainingStage.Distillation, teacher, student, train, new TrainerOptions
+        using var stage2 = new Trainer(TrainingStage.Distillation, teacher, student, train, new TrainerOptions
         {
             Steps = size.Stage2Steps, LrMax = 2e-3, LrMin = 2e-4, WarmupSteps = Math.Max(1, size.Stage2Steps / 10),
             BatchSize = size.Batch, SeqLen = size.SeqLen, Seed = (ulong)options.Seed + 2,

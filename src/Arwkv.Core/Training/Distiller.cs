@@ -38,6 +38,8 @@ internal sealed record DistillOptions
     public int TeacherTopK { get; init; }
     /// <summary>Write "step loss" lines here, one per step (see <see cref="LossLog"/>); null: no log.</summary>
     public string? LossLogPath { get; init; }
+    /// <summary>Where the training arithmetic runs; null: the CPU (<see cref="CpuTrainingBackend.Factory"/>). Checkpoints do not depend on it.</summary>
+    public ITrainingBackendFactory? Backend { get; init; }
 }
 
 /// <summary>
@@ -95,7 +97,7 @@ internal static class Distiller
             Steps = options.Steps, LrMax = options.LearningRate, LrMin = options.LearningRate / 10, WarmupSteps = Math.Max(1, options.Steps / 10),
             BatchSize = options.BatchSize, SeqLen = options.SeqLen, Seed = (ulong)options.Seed, FreezeMlp = options.FreezeMlp,
             TeacherTopK = options.TeacherTopK, EndOfText = tokenizer.EndOfText,
-        });
+        }, options.Backend);
         string checkpointDir = Path.Combine(options.OutputDirectory, "checkpoint");
         if (options.Resume && TrainingCheckpoint.Exists(checkpointDir))
         {
@@ -126,7 +128,7 @@ internal static class Distiller
         TrainingCheckpoint.Save(checkpointDir, trainer);
         if (trainer.Step >= options.Steps)
         {
-            ModelFiles.SaveStudent(options.OutputDirectory, student);
+            trainer.SaveModel(options.OutputDirectory);
             WriteTokenizer(options.TeacherDirectory, tokenizer, options.OutputDirectory);
             var curves = new List<(string, IReadOnlyList<double>)> { ($"stage {options.Stage} training loss", trainer.Losses) };
             if (validationLosses.Count > 0)
@@ -155,11 +157,11 @@ internal static class Distiller
             Path.Combine(options.InitFrom, "config.json"), options.PreferencePath!);
         ArwkvStudent<float> policy = ModelFiles.LoadStudent(options.InitFrom, 2, options.SeqLen);
         ArwkvStudent<float> reference = ModelFiles.LoadStudent(options.InitFrom, 2, options.SeqLen);
-        var dpo = new DpoTrainer(policy, reference, pairs, new TrainerOptions
+        using var dpo = new DpoTrainer(policy, reference, pairs, new TrainerOptions
         {
             Steps = options.Steps, LrMax = options.LearningRate, LrMin = options.LearningRate / 10, WarmupSteps = Math.Max(1, options.Steps / 10),
             BatchSize = 2, SeqLen = options.SeqLen, Seed = (ulong)options.Seed, FreezeMlp = options.FreezeMlp, EndOfText = tokenizer.EndOfText,
-        }, options.Beta);
+        }, options.Beta, options.Backend);
         string checkpointDir = Path.Combine(options.OutputDirectory, "checkpoint");
         if (options.Resume && TrainingCheckpoint.Exists(checkpointDir))
         {
@@ -186,6 +188,7 @@ internal static class Distiller
             output.WriteLine($"stopped at step {dpo.Step}/{options.Steps}; continue with --resume");
             return null;
         }
+        dpo.Backend.DownloadParameters();
         ModelFiles.SaveStudent(options.OutputDirectory, policy);
         WriteTokenizer(options.InitFrom, tokenizer, options.OutputDirectory);
         LossCurve.Write(Path.Combine(options.OutputDirectory, "loss.svg"), [("stage 3 DPO loss", dpo.Losses)]);

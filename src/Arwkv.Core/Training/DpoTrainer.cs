@@ -3,7 +3,6 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using Arwkv.IO;
 using Arwkv.Training.Data;
-using Arwkv.Training.Layers;
 
 namespace Arwkv.Training;
 
@@ -43,26 +42,26 @@ internal sealed record PreferencePair(int[] Prompt, int[] Chosen, int[] Rejected
 }
 
 /// <summary>
-/// Stage 3 DPO (sigmoid loss): each step takes one pair, runs the policy and the frozen reference on
-/// [prompt + chosen, prompt + rejected] as a batch of two, sums the log-probabilities of the response tokens and
-/// minimizes -log sigmoid(beta ((pc - rc) - (pr - rr))) with <see cref="Losses.DpoForward"/>; the gradient goes back
-/// through <see cref="Losses.SequenceLogProbBackward"/> into the policy. Sequences longer than the planned length
-/// keep their first tokens.
+/// Stage 3 DPO (sigmoid loss): each step takes one pair and has the <see cref="ITrainingBackend"/> run the policy and
+/// the frozen reference on [prompt + chosen, prompt + rejected] as a batch of two, sum the log-probabilities of the
+/// response tokens and minimize -log sigmoid(beta ((pc - rc) - (pr - rr))) (<see cref="CpuDpoBackend"/>). Sequences
+/// longer than the planned length keep their first tokens.
 /// </summary>
-internal sealed class DpoTrainer
+internal sealed class DpoTrainer : IDisposable
 {
     private readonly ArwkvStudent<float> policy, reference;
     private readonly IReadOnlyList<PreferencePair> pairs;
     private readonly int seqLen;
     private readonly int[] inputs, targets;
     private readonly byte[] padMask, responseMask;
-    private readonly float[] scratch;
     private readonly List<double> losses = [];
     private int[] order = [];
     private int orderEpoch = -1;
     private string? referenceSha256;
 
-    public DpoTrainer(ArwkvStudent<float> policy, ArwkvStudent<float> reference, IReadOnlyList<PreferencePair> pairs, TrainerOptions options, double beta)
+    /// <summary>DPO of <paramref name="policy"/> against <paramref name="reference"/>; the arithmetic runs where <paramref name="backend"/> puts it (null: <see cref="CpuTrainingBackend.Factory"/>).</summary>
+    public DpoTrainer(ArwkvStudent<float> policy, ArwkvStudent<float> reference, IReadOnlyList<PreferencePair> pairs, TrainerOptions options, double beta,
+        ITrainingBackendFactory? backend = null)
     {
         if (policy.MaxBatch < 2 || reference.MaxBatch < 2) throw new ArgumentException("DPO runs chosen and rejected as one batch of two");
         if (pairs.Count == 0) throw new ArgumentException("no preference pairs");
@@ -76,20 +75,21 @@ internal sealed class DpoTrainer
         Options = options;
         seqLen = Math.Min(options.SeqLen, Math.Min(policy.MaxSeqLen, reference.MaxSeqLen));
         inputs = new int[2 * seqLen]; targets = new int[2 * seqLen]; padMask = new byte[2 * seqLen]; responseMask = new byte[2 * seqLen];
-        scratch = new float[policy.Config.VocabSize];
+        // What trains is decided before the backend plans its optimizer moments.
         policy.Parameters.SetFrozen(_ => true, false);
         if (options.FreezeMlp) policy.FreezeMlp();
-        Optimizer = new AdamW<float>(policy.Parameters, new AdamWOptions { WeightDecay = options.WeightDecay, ClipNorm = options.ClipNorm });
+        Backend = (backend ?? CpuTrainingBackend.Factory).CreateDpo(policy, reference, options, beta);
         Schedule = new LearningRateSchedule(options.LrMax, options.LrMin, Math.Min(options.WarmupSteps, options.Steps), options.Steps);
     }
 
     public double Beta { get; }
     public TrainerOptions Options { get; }
-    public AdamW<float> Optimizer { get; }
+    /// <summary>Computes the DPO loss and gradient and steps the optimizer.</summary>
+    public ITrainingBackend Backend { get; }
     public LearningRateSchedule Schedule { get; }
     public int Step { get; private set; }
     public IReadOnlyList<double> Losses => losses;
-    /// <summary>The model being trained (the reference stays frozen).</summary>
+    /// <summary>The model being trained (the reference stays frozen); its values are current after <see cref="ITrainingBackend.DownloadParameters"/>.</summary>
     public ArwkvStudent<float> Policy => policy;
     public int PairCount => pairs.Count;
 
@@ -114,12 +114,15 @@ internal sealed class DpoTrainer
         orderEpoch = -1;
     }
 
-    /// <summary>The summed response log-probabilities (chosen, rejected) of <paramref name="model"/> on pair <paramref name="index"/>.</summary>
+    /// <summary>
+    /// The summed response log-probabilities (chosen, rejected) of <paramref name="model"/> on pair
+    /// <paramref name="index"/>, computed on the host model as it is (not through the backend).
+    /// </summary>
     public (double Chosen, double Rejected) LogProbs(ArwkvStudent<float> model, int index)
     {
         Fill(pairs[index]);
         Span<float> logits = model.Forward(inputs, padMask, 2, seqLen);
-        return RowLogProbs(logits);
+        return CpuDpoBackend.ResponseLogProbs(logits, targets, responseMask, seqLen, model.Config.VocabSize);
     }
 
     public double TrainStep()
@@ -132,24 +135,14 @@ internal sealed class DpoTrainer
             orderEpoch = epoch;
         }
         Fill(pairs[order[Step % pairs.Count]]);
-        (double rc, double rr) = RowLogProbs(reference.Forward(inputs, padMask, 2, seqLen));
-        policy.Parameters.ZeroGrad();
-        Span<float> logits = policy.Forward(inputs, padMask, 2, seqLen);
-        (double pc, double pr) = RowLogProbs(logits);
-        double[] chosen = [pc], rejected = [pr], refChosen = [rc], refRejected = [rr], dChosen = [0], dRejected = [0];
-        double loss = Layers.Losses.DpoForward(chosen, rejected, refChosen, refRejected, Beta);
-        Layers.Losses.DpoBackward(dChosen, dRejected, chosen, rejected, refChosen, refRejected, Beta, 1.0);
-        int v = policy.Config.VocabSize, rowLogits = seqLen * v;
-        Layers.Losses.SequenceLogProbBackward<float>(policy.DLogits.Slice(0, rowLogits), logits.Slice(0, rowLogits), targets.AsSpan(0, seqLen),
-            responseMask.AsSpan(0, seqLen), dChosen[0], scratch, seqLen, v);
-        Layers.Losses.SequenceLogProbBackward<float>(policy.DLogits.Slice(rowLogits, rowLogits), logits.Slice(rowLogits, rowLogits),
-            targets.AsSpan(seqLen, seqLen), responseMask.AsSpan(seqLen, seqLen), dRejected[0], scratch, seqLen, v);
-        policy.Backward();
-        Optimizer.Step(Schedule.At(Step));
+        double loss = Backend.Loss(new TrainingBatch(inputs, targets, padMask, 2, seqLen, responseMask), backward: true);
+        Backend.Step(Schedule.At(Step));
         Step++;
         losses.Add(loss);
         return loss;
     }
+
+    public void Dispose() => Backend.Dispose();
 
     private static string Sha256(float[] data)
     {
@@ -159,13 +152,6 @@ internal sealed class DpoTrainer
         for (int i = 0; i < data.Length; i += Slice)
             sha.AppendData(MemoryMarshal.AsBytes(data.AsSpan(i, Math.Min(Slice, data.Length - i))));
         return System.Convert.ToHexStringLower(sha.GetHashAndReset());
-    }
-
-    private (double, double) RowLogProbs(ReadOnlySpan<float> logits)
-    {
-        int v = policy.Config.VocabSize, rowLogits = seqLen * v;
-        return (Layers.Losses.SequenceLogProbForward<float>(logits.Slice(0, rowLogits), targets.AsSpan(0, seqLen), responseMask.AsSpan(0, seqLen), seqLen, v),
-                Layers.Losses.SequenceLogProbForward<float>(logits.Slice(rowLogits, rowLogits), targets.AsSpan(seqLen, seqLen), responseMask.AsSpan(seqLen, seqLen), seqLen, v));
     }
 
     // Row r: tokens = prompt + response (+ the tokenizer's end of text, which the policy learns to emit), cut to

@@ -14,20 +14,56 @@ namespace Arwkv.Training;
 /// </summary>
 internal sealed class Qwen2Trainable<TF> where TF : unmanaged, IBinaryFloatingPointIeee754<TF>
 {
-    private sealed class Layer
+    /// <summary>Qwen2 attention of all layers: q/k/v projections with bias, causal GQA with RoPE, o_proj.</summary>
+    private sealed class AttentionMixer : ITokenMixer<TF>
     {
-        public required Memory<TF> Norm1, Wq, Bq, Wk, Bk, Wv, Bv, Wo, Norm2, GateProj, UpProj, DownProj;
-        public required Memory<TF> DNorm1, DWq, DBq, DWk, DBk, DWv, DBv, DWo, DNorm2, DGateProj, DUpProj, DDownProj;
-        public required TF[] Ln1, Rstd1, Q, K, V, QRot, KRot, Probs, Att, AttOut, Mid, Ln2, Rstd2, Gate, Up, Hidden;
+        public sealed class Layer
+        {
+            public required Memory<TF> Wq, Bq, Wk, Bk, Wv, Bv, Wo;                              // [C, C], [C], [KV, C], [KV], [KV, C], [KV], [C, C]
+            public required Memory<TF> DWq, DBq, DWk, DBk, DWv, DBv, DWo;
+            public required TF[] Q, K, V, QRot, KRot, Probs, Att, AttOut;                       // [BT, C], [BT, KV] x2, [BT, C], [BT, KV], [B, H, T, T], [BT, C] x2
+        }
+
+        public required Qwen2Config Config;
+        public required Layer[] Layers;
+        public required TF[] Cos, Sin;                                                           // [maxT, D/2]
+        public required TF[] DAtt, DQ, DK, DV;                                                   // [BT, C], [BT, C], [BT, KV] x2 (empty forward-only)
+
+        public ReadOnlySpan<TF> Forward(int layer, ReadOnlySpan<TF> x, ReadOnlySpan<byte> mask, int batch, int seqLen)
+        {
+            // No padding mask: the demo packs its text, and padding at the end of a row cannot reach real positions causally.
+            Qwen2Config cfg = Config;
+            Layer a = Layers[layer];
+            int n = batch * seqLen, c = cfg.HiddenSize, kv = cfg.KeyValueSize;
+            Project(a.Q, x, a.Wq.Span, a.Bq.Span, n, c, c);
+            Project(a.K, x, a.Wk.Span, a.Bk.Span, n, c, kv);
+            Project(a.V, x, a.Wv.Span, a.Bv.Span, n, c, kv);
+            Attention.Forward<TF>(a.Att, a.QRot, a.KRot, a.Probs, a.Q, a.K, a.V, Cos, Sin,
+                batch, seqLen, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim);
+            Linear.Forward<TF>(a.AttOut, a.Att, a.Wo.Span, n, c, c);
+            return a.AttOut;
+        }
+
+        public void BeginBackward(int batch, int seqLen) { }
+
+        public void Backward(int layer, Span<TF> dx, ReadOnlySpan<TF> dOutput, ReadOnlySpan<TF> x, ReadOnlySpan<byte> mask, int batch, int seqLen)
+        {
+            Qwen2Config cfg = Config;
+            Layer a = Layers[layer];
+            int n = batch * seqLen, c = cfg.HiddenSize, kv = cfg.KeyValueSize, nc = n * c, nkv = n * kv;
+            Array.Clear(DAtt, 0, nc);
+            Linear.Backward<TF>(DAtt, a.DWo.Span, dOutput, a.Att, a.Wo.Span, n, c, c);
+            Array.Clear(DQ, 0, nc); Array.Clear(DK, 0, nkv); Array.Clear(DV, 0, nkv);
+            Attention.Backward<TF>(DQ, DK, DV, DAtt, a.QRot, a.KRot, a.V, a.Probs, Cos, Sin,
+                batch, seqLen, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim);
+            ProjectBackward(dx, a.DWq.Span, a.DBq.Span, DQ, x, a.Wq.Span, n, c, c);
+            ProjectBackward(dx, a.DWk.Span, a.DBk.Span, DK, x, a.Wk.Span, n, c, kv);
+            ProjectBackward(dx, a.DWv.Span, a.DBv.Span, DV, x, a.Wv.Span, n, c, kv);
+        }
     }
 
-    private readonly Layer[] layers;
-    private readonly Memory<TF> embed, finalNorm, lmHead, dEmbed, dFinalNorm, dLmHead;
-    private readonly TF[][] residual;
-    private readonly TF[] finalLn, finalRstd, logits, dLogits, cos, sin;
-    private readonly TF[] dRes, dLn, dAtt, dQ, dK, dV, dHidden, dGate, dUp, rowScratch;
-    private int batch, seqLen;
-    private readonly int[] tokens;
+    private readonly DecoderStack<TF> stack;
+    private readonly AttentionMixer mixer;
 
     /// <param name="config">The teacher's shape.</param>
     /// <param name="maxBatch">Largest batch a forward pass will see.</param>
@@ -44,47 +80,36 @@ internal sealed class Qwen2Trainable<TF> where TF : unmanaged, IBinaryFloatingPo
         Config = config;
         MaxBatch = maxBatch;
         MaxSeqLen = maxSeqLen;
-        int c = config.HiddenSize, kv = config.KeyValueSize, f = config.IntermediateSize, v = config.VocabSize, n = maxBatch * maxSeqLen;
+        int c = config.HiddenSize, kv = config.KeyValueSize, n = maxBatch * maxSeqLen;
         int heads = config.NumAttentionHeads;
         ForwardOnly = forwardOnly;
         Parameters = new ParameterSet<TF>(Qwen2Checkpoint.TensorShapes(config), withGradients: !forwardOnly);
-        embed = Parameters.Value("model.embed_tokens.weight"); dEmbed = Parameters.Gradient("model.embed_tokens.weight");
-        finalNorm = Parameters.Value("model.norm.weight"); dFinalNorm = Parameters.Gradient("model.norm.weight");
-        lmHead = Parameters.Value("lm_head.weight"); dLmHead = Parameters.Gradient("lm_head.weight");
-        layers = new Layer[config.NumLayers];
+        var layers = new AttentionMixer.Layer[config.NumLayers];
         for (int l = 0; l < layers.Length; l++)
         {
-            string p = $"model.layers.{l}.";
+            string p = $"model.layers.{l}.self_attn.";
             Memory<TF> P(string name) => Parameters.Value(p + name);
             Memory<TF> G(string name) => Parameters.Gradient(p + name);
-            layers[l] = new Layer
+            layers[l] = new AttentionMixer.Layer
             {
-                Norm1 = P("input_layernorm.weight"), DNorm1 = G("input_layernorm.weight"),
-                Wq = P("self_attn.q_proj.weight"), DWq = G("self_attn.q_proj.weight"), Bq = P("self_attn.q_proj.bias"), DBq = G("self_attn.q_proj.bias"),
-                Wk = P("self_attn.k_proj.weight"), DWk = G("self_attn.k_proj.weight"), Bk = P("self_attn.k_proj.bias"), DBk = G("self_attn.k_proj.bias"),
-                Wv = P("self_attn.v_proj.weight"), DWv = G("self_attn.v_proj.weight"), Bv = P("self_attn.v_proj.bias"), DBv = G("self_attn.v_proj.bias"),
-                Wo = P("self_attn.o_proj.weight"), DWo = G("self_attn.o_proj.weight"),
-                Norm2 = P("post_attention_layernorm.weight"), DNorm2 = G("post_attention_layernorm.weight"),
-                GateProj = P("mlp.gate_proj.weight"), DGateProj = G("mlp.gate_proj.weight"),
-                UpProj = P("mlp.up_proj.weight"), DUpProj = G("mlp.up_proj.weight"),
-                DownProj = P("mlp.down_proj.weight"), DDownProj = G("mlp.down_proj.weight"),
-                Ln1 = new TF[n * c], Rstd1 = new TF[n], Q = new TF[n * c], K = new TF[n * kv], V = new TF[n * kv],
+                Wq = P("q_proj.weight"), DWq = G("q_proj.weight"), Bq = P("q_proj.bias"), DBq = G("q_proj.bias"),
+                Wk = P("k_proj.weight"), DWk = G("k_proj.weight"), Bk = P("k_proj.bias"), DBk = G("k_proj.bias"),
+                Wv = P("v_proj.weight"), DWv = G("v_proj.weight"), Bv = P("v_proj.bias"), DBv = G("v_proj.bias"),
+                Wo = P("o_proj.weight"), DWo = G("o_proj.weight"),
+                Q = new TF[n * c], K = new TF[n * kv], V = new TF[n * kv],
                 QRot = new TF[n * c], KRot = new TF[n * kv], Probs = new TF[(long)maxBatch * heads * maxSeqLen * maxSeqLen],
-                Att = new TF[n * c], AttOut = new TF[n * c], Mid = new TF[n * c], Ln2 = new TF[n * c], Rstd2 = new TF[n],
-                Gate = new TF[n * f], Up = new TF[n * f], Hidden = new TF[n * f],
+                Att = new TF[n * c], AttOut = new TF[n * c],
             };
         }
-        residual = new TF[layers.Length + 1][];
-        for (int l = 0; l <= layers.Length; l++) residual[l] = new TF[n * c];
-        finalLn = new TF[n * c]; finalRstd = new TF[n]; logits = new TF[n * v]; dLogits = forwardOnly ? [] : new TF[n * v];
-        int half = config.HeadDim / 2;
-        cos = new TF[maxSeqLen * half]; sin = new TF[maxSeqLen * half];
-        Attention.RotaryTables<TF>(cos, sin, maxSeqLen, config.HeadDim, config.RopeTheta);
-        int b = forwardOnly ? 0 : 1;
-        dRes = new TF[b * n * c]; dLn = new TF[b * n * c]; dAtt = new TF[b * n * c]; dQ = new TF[b * n * c]; dK = new TF[b * n * kv]; dV = new TF[b * n * kv];
-        dHidden = new TF[b * n * f]; dGate = new TF[b * n * f]; dUp = new TF[b * n * f];
-        rowScratch = new TF[Math.Max(c, f)];
-        tokens = new int[n];
+        int half = config.HeadDim / 2, b = forwardOnly ? 0 : 1;
+        mixer = new AttentionMixer
+        {
+            Config = config, Layers = layers, Cos = new TF[maxSeqLen * half], Sin = new TF[maxSeqLen * half],
+            DAtt = new TF[b * n * c], DQ = new TF[b * n * c], DK = new TF[b * n * kv], DV = new TF[b * n * kv],
+        };
+        Attention.RotaryTables<TF>(mixer.Cos, mixer.Sin, maxSeqLen, config.HeadDim, config.RopeTheta);
+        stack = new DecoderStack<TF>(Parameters, mixer, config.NumLayers, c, config.IntermediateSize, config.VocabSize, config.RmsNormEps,
+            maxBatch, maxSeqLen, withBackward: !forwardOnly);
     }
 
     public Qwen2Config Config { get; }
@@ -93,27 +118,27 @@ internal sealed class Qwen2Trainable<TF> where TF : unmanaged, IBinaryFloatingPo
     public ParameterSet<TF> Parameters { get; }
 
     /// <summary>Logits [B, T, V] of the last <see cref="Forward"/>.</summary>
-    public Span<TF> Logits => logits.AsSpan(0, batch * seqLen * Config.VocabSize);
+    public Span<TF> Logits => stack.Logits;
 
-    /// <summary>The loss gradient [B, T, V] that <see cref="Backward"/> reads; losses add into it, Forward clears it.</summary>
     /// <summary>Built without gradients (see the constructor).</summary>
     public bool ForwardOnly { get; }
 
+    /// <summary>The loss gradient [B, T, V] that <see cref="Backward"/> reads; losses add into it, Forward clears it.</summary>
     public Span<TF> DLogits => ForwardOnly
         ? throw new InvalidOperationException("this teacher was built forward-only: it has no logit gradient")
-        : dLogits.AsSpan(0, batch * seqLen * Config.VocabSize);
+        : stack.DLogits;
 
     /// <summary>Layer <paramref name="layer"/>'s RMS-normed attention input [B, T, C] from the last forward.</summary>
-    public ReadOnlyMemory<TF> AttentionInput(int layer) => layers[layer].Ln1.AsMemory(0, batch * seqLen * Config.HiddenSize);
+    public ReadOnlyMemory<TF> AttentionInput(int layer) => stack.NormedInput(layer);
 
     /// <summary>Layer <paramref name="layer"/>'s attention output (after o_proj, before the residual add) [B, T, C].</summary>
-    public ReadOnlyMemory<TF> AttentionOutput(int layer) => layers[layer].AttOut.AsMemory(0, batch * seqLen * Config.HiddenSize);
+    public ReadOnlyMemory<TF> AttentionOutput(int layer) => mixer.Layers[layer].AttOut.AsMemory(0, stack.Batch * stack.SeqLen * Config.HiddenSize);
 
     /// <summary>GPT-2 style init: matrices normal(0, 0.02), the projections into the residual scaled by 1/sqrt(2L), biases 0, norms 1.</summary>
     public void Initialize(int seed)
     {
         var rng = new Random(seed);
-        double residualStd = 0.02 / Math.Sqrt(2.0 * layers.Length);
+        double residualStd = 0.02 / Math.Sqrt(2.0 * Config.NumLayers);
         foreach (var t in Parameters.Tensors)
         {
             Span<TF> data = Parameters.Data.AsSpan(t.Offset, t.Length);
@@ -182,79 +207,14 @@ internal sealed class Qwen2Trainable<TF> where TF : unmanaged, IBinaryFloatingPo
     }
 
     /// <summary>tokens [B, T] (no padding: the demo packs its text). Returns the logits [B, T, V] and clears <see cref="DLogits"/>.</summary>
-    public Span<TF> Forward(ReadOnlySpan<int> tokenIds, int batchSize, int sequenceLength, bool computeLogits = true)
-    {
-        if (batchSize <= 0 || batchSize > MaxBatch || sequenceLength <= 0 || sequenceLength > MaxSeqLen)
-            throw new ArgumentException($"[{batchSize}, {sequenceLength}] is outside the planned [{MaxBatch}, {MaxSeqLen}]");
-        int n = batchSize * sequenceLength;
-        if (tokenIds.Length != n) throw new ArgumentException($"tokens has {tokenIds.Length} entries, expected {n}");
-        batch = batchSize; seqLen = sequenceLength;
-        tokenIds.CopyTo(tokens);
-        Qwen2Config cfg = Config;
-        int c = cfg.HiddenSize, kv = cfg.KeyValueSize, f = cfg.IntermediateSize, v = cfg.VocabSize;
-        double eps = cfg.RmsNormEps;
-        Embedding.Forward<TF>(residual[0], tokens.AsSpan(0, n), embed.Span, n, c);
-        for (int l = 0; l < layers.Length; l++)
-        {
-            Layer layer = layers[l];
-            TF[] input = residual[l], output = residual[l + 1];
-            RmsNorm.Forward<TF>(layer.Ln1, layer.Rstd1, input, layer.Norm1.Span, eps, n, c);
-            Project(layer.Q, layer.Ln1, layer.Wq.Span, layer.Bq.Span, n, c, c);
-            Project(layer.K, layer.Ln1, layer.Wk.Span, layer.Bk.Span, n, c, kv);
-            Project(layer.V, layer.Ln1, layer.Wv.Span, layer.Bv.Span, n, c, kv);
-            Attention.Forward<TF>(layer.Att, layer.QRot, layer.KRot, layer.Probs, layer.Q, layer.K, layer.V, cos, sin,
-                batch, seqLen, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim);
-            Linear.Forward<TF>(layer.AttOut, layer.Att, layer.Wo.Span, n, c, c);
-            TensorPrimitives.Add<TF>(input.AsSpan(0, n * c), layer.AttOut.AsSpan(0, n * c), layer.Mid);
-            RmsNorm.Forward<TF>(layer.Ln2, layer.Rstd2, layer.Mid, layer.Norm2.Span, eps, n, c);
-            Linear.Forward<TF>(layer.Gate, layer.Ln2, layer.GateProj.Span, n, c, f);
-            Linear.Forward<TF>(layer.Up, layer.Ln2, layer.UpProj.Span, n, c, f);
-            SwiGlu.Forward<TF>(layer.Hidden.AsSpan(0, n * f), layer.Gate, layer.Up);
-            Linear.Forward<TF>(output, layer.Hidden, layer.DownProj.Span, n, f, c);
-            TensorPrimitives.Add<TF>(output.AsSpan(0, n * c), layer.Mid.AsSpan(0, n * c), output);
-        }
-        if (!computeLogits) return Span<TF>.Empty;
-        RmsNorm.Forward<TF>(finalLn, finalRstd, residual[layers.Length], finalNorm.Span, eps, n, c);
-        Linear.Forward<TF>(logits, finalLn, lmHead.Span, n, c, v);
-        if (!ForwardOnly) Array.Clear(dLogits, 0, n * v);
-        return Logits;
-    }
+    public Span<TF> Forward(ReadOnlySpan<int> tokenIds, int batchSize, int sequenceLength, bool computeLogits = true) =>
+        stack.Forward(tokenIds, ReadOnlySpan<byte>.Empty, batchSize, sequenceLength, computeLogits);
 
     /// <summary>Adds the gradient of the loss whose logit gradient is in <see cref="DLogits"/> into <see cref="ParameterSet{TF}.Grad"/>.</summary>
     public void Backward()
     {
         if (ForwardOnly) throw new InvalidOperationException("this teacher was built forward-only (frozen): it has no backward");
-        Qwen2Config cfg = Config;
-        int n = batch * seqLen, c = cfg.HiddenSize, kv = cfg.KeyValueSize, f = cfg.IntermediateSize, v = cfg.VocabSize;
-        int nc = n * c, nf = n * f, nkv = n * kv;
-        Array.Clear(dLn, 0, nc);
-        Linear.Backward<TF>(dLn, dLmHead.Span, dLogits, finalLn, lmHead.Span, n, c, v);
-        Array.Clear(dRes, 0, nc);
-        RmsNorm.Backward<TF>(dRes, dFinalNorm.Span, dLn, residual[layers.Length], finalNorm.Span, finalRstd, rowScratch, n, c);
-        for (int l = layers.Length - 1; l >= 0; l--)
-        {
-            Layer layer = layers[l];
-            // output = mid + down(silu(gate(ln2)) * up(ln2)); dRes becomes d(mid)
-            Array.Clear(dHidden, 0, nf); Array.Clear(dGate, 0, nf); Array.Clear(dUp, 0, nf);
-            Linear.Backward<TF>(dHidden, layer.DDownProj.Span, dRes, layer.Hidden, layer.DownProj.Span, n, f, c);
-            SwiGlu.Backward<TF>(dGate, dUp, dHidden.AsSpan(0, nf), layer.Gate, layer.Up);
-            Array.Clear(dLn, 0, nc);
-            Linear.Backward<TF>(dLn, layer.DGateProj.Span, dGate, layer.Ln2, layer.GateProj.Span, n, c, f);
-            Linear.Backward<TF>(dLn, layer.DUpProj.Span, dUp, layer.Ln2, layer.UpProj.Span, n, c, f);
-            RmsNorm.Backward<TF>(dRes, layer.DNorm2.Span, dLn, layer.Mid, layer.Norm2.Span, layer.Rstd2, rowScratch, n, c);
-            // mid = input + o_proj(attention(q, k, v)), q/k/v = proj(norm1(input)) + bias; dRes becomes d(input)
-            Array.Clear(dAtt, 0, nc);
-            Linear.Backward<TF>(dAtt, layer.DWo.Span, dRes, layer.Att, layer.Wo.Span, n, c, c);
-            Array.Clear(dQ, 0, nc); Array.Clear(dK, 0, nkv); Array.Clear(dV, 0, nkv);
-            Attention.Backward<TF>(dQ, dK, dV, dAtt, layer.QRot, layer.KRot, layer.V, layer.Probs, cos, sin,
-                batch, seqLen, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim);
-            Array.Clear(dLn, 0, nc);
-            ProjectBackward(dLn, layer.DWq.Span, layer.DBq.Span, dQ, layer.Ln1, layer.Wq.Span, n, c, c);
-            ProjectBackward(dLn, layer.DWk.Span, layer.DBk.Span, dK, layer.Ln1, layer.Wk.Span, n, c, kv);
-            ProjectBackward(dLn, layer.DWv.Span, layer.DBv.Span, dV, layer.Ln1, layer.Wv.Span, n, c, kv);
-            RmsNorm.Backward<TF>(dRes, layer.DNorm1.Span, dLn, residual[l], layer.Norm1.Span, layer.Rstd1, rowScratch, n, c);
-        }
-        Embedding.Backward<TF>(dEmbed.Span, dRes, tokens.AsSpan(0, n), n, c);
+        stack.Backward();
     }
 
     // y [N, O] = x [N, I] W^T + b

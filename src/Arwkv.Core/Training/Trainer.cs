@@ -49,21 +49,23 @@ internal readonly record struct StepProgress(TrainingStage Stage, int Step, int 
     double TokensPerSecond, TimeSpan Eta);
 
 /// <summary>
-/// Runs one training stage: draws batches from a <see cref="BatchIterator"/>, computes the stage's loss and gradient
-/// with the teacher and/or student, and steps AdamW on the warm-up + exponential-decay schedule. Everything that a
-/// step depends on (parameters, optimizer moments, step count, batch position) is in <see cref="TrainingCheckpoint"/>,
-/// so a resumed run reproduces the uninterrupted one exactly.
+/// Runs one training stage: draws batches from a <see cref="BatchIterator"/>, has the <see cref="ITrainingBackend"/>
+/// compute the stage's loss and gradient with the teacher and/or student, and steps its AdamW on the warm-up +
+/// exponential-decay schedule. Everything that a step depends on (parameters, optimizer moments, step count, batch
+/// position) is in <see cref="TrainingCheckpoint"/>, so a resumed run reproduces the uninterrupted one exactly, whichever
+/// backend wrote the checkpoint and whichever reads it.
 /// </summary>
-internal sealed class Trainer
+internal sealed class Trainer : IDisposable
 {
-    private readonly float[] vocabScratch;
     private byte[] mask = [];
     private readonly List<double> losses = [];
-    private int[] topIds = [];
-    private float[] topLogits = [];
 
+    /// <summary>
+    /// A run of <paramref name="stage"/> on <paramref name="train"/>; the arithmetic runs where
+    /// <paramref name="backend"/> puts it (null: <see cref="CpuTrainingBackend.Factory"/>), on the given host models.
+    /// </summary>
     public Trainer(TrainingStage stage, Qwen2Trainable<float>? teacher, ArwkvStudent<float>? student,
-        IReadOnlyList<TrainingSequence> train, TrainerOptions options)
+        IReadOnlyList<TrainingSequence> train, TrainerOptions options, ITrainingBackendFactory? backend = null)
     {
         if (options.Steps <= 0) throw new ArgumentOutOfRangeException(nameof(options), "steps must be positive");
         if (options.TeacherTopK < 0) throw new ArgumentOutOfRangeException(nameof(options), $"teacher top-k must be >= 0, got {options.TeacherTopK}");
@@ -76,25 +78,26 @@ internal sealed class Trainer
         Teacher = teacher;
         Student = student;
         Options = options;
-        Parameters = stage == TrainingStage.Teacher ? teacher!.Parameters : student!.Parameters;
+        // What trains is decided here, before the backend plans its optimizer moments.
         if (student is not null && stage != TrainingStage.Teacher)
         {
             student.Parameters.SetFrozen(_ => true, false);
             if (stage == TrainingStage.Alignment) student.FreezeAllButTimeMix();
             else if (options.FreezeMlp) student.FreezeMlp();
         }
-        Optimizer = new AdamW<float>(Parameters, new AdamWOptions { WeightDecay = options.WeightDecay, ClipNorm = options.ClipNorm });
+        Backend = (backend ?? CpuTrainingBackend.Factory).Create(stage, stage == TrainingStage.Sft ? null : teacher, stage == TrainingStage.Teacher ? null : student, options);
         Schedule = new LearningRateSchedule(options.LrMax, options.LrMin, Math.Min(options.WarmupSteps, options.Steps), options.Steps);
         Batches = new BatchIterator(train, options.BatchSize, options.Seed, padId: options.EndOfText);
-        vocabScratch = new float[(teacher?.Config.VocabSize ?? student!.Config.VocabSize)];
     }
 
     public TrainingStage Stage { get; }
     public Qwen2Trainable<float>? Teacher { get; }
     public ArwkvStudent<float>? Student { get; }
     public TrainerOptions Options { get; }
-    public ParameterSet<float> Parameters { get; }
-    public AdamW<float> Optimizer { get; }
+    /// <summary>Computes losses and gradients and steps the optimizer.</summary>
+    public ITrainingBackend Backend { get; }
+    /// <summary>The trained model's host parameters (the teacher's or the student's); see <see cref="ITrainingBackend.Parameters"/>.</summary>
+    public ParameterSet<float> Parameters => Backend.Parameters;
     public LearningRateSchedule Schedule { get; }
     public BatchIterator Batches { get; }
 
@@ -116,10 +119,9 @@ internal sealed class Trainer
     public double TrainStep()
     {
         Batch batch = Batches.Next();
-        Parameters.ZeroGrad();
-        double loss = Loss(batch, backward: true);
+        double loss = Backend.Loss(ToTrainingBatch(batch), backward: true);
         if (!double.IsFinite(loss)) throw new InvalidOperationException($"{Stage} loss became {loss} at step {Step + 1}; lower the learning rate");
-        Optimizer.Step(Schedule.At(Step));
+        Backend.Step(Schedule.At(Step));
         Step++;
         losses.Add(loss);
         return loss;
@@ -136,79 +138,14 @@ internal sealed class Trainer
         var batches = new BatchIterator(sequences, Math.Min(Options.BatchSize, sequences.Count), seed: 0, shuffle: false, padId: Options.EndOfText);
         int count = Math.Max(1, Math.Min(maxBatches, batches.BatchesPerEpoch));
         double sum = 0;
-        for (int i = 0; i < count; i++) sum += Loss(batches.Next(), backward: false);
+        for (int i = 0; i < count; i++) sum += Backend.Loss(ToTrainingBatch(batches.Next()), backward: false);
         return sum / count;
-    }
-
-    /// <summary>This stage's loss on <paramref name="batch"/>; with <paramref name="backward"/>, its gradient added into the parameters'.</summary>
-    private double Loss(Batch batch, bool backward)
-    {
-        int b = batch.Size, t = batch.Length, n = b * t;
-        ReadOnlySpan<byte> m = BuildMask(batch);
-        double loss;
-        switch (Stage)
-        {
-            case TrainingStage.Teacher:
-            {
-                Span<float> logits = Teacher!.Forward(batch.Inputs, b, t);
-                int v = Teacher.Config.VocabSize;
-                loss = Layers.Losses.CrossEntropyForward<float>(logits, batch.Targets, m, n, v);
-                if (!backward) break;
-                Layers.Losses.CrossEntropyBackward<float>(Teacher.DLogits, logits, batch.Targets, m, 1.0, vocabScratch, n, v);
-                Teacher.Backward();
-                break;
-            }
-            case TrainingStage.Alignment:
-            {
-                // Padding sits at the end of a row and attention is causal, so the teacher's real positions ignore it.
-                Teacher!.Forward(batch.Inputs, b, t, computeLogits: false);
-                var inputs = new ReadOnlyMemory<float>[Teacher.Config.NumLayers];
-                var outputs = new ReadOnlyMemory<float>[Teacher.Config.NumLayers];
-                for (int l = 0; l < inputs.Length; l++) { inputs[l] = Teacher.AttentionInput(l); outputs[l] = Teacher.AttentionOutput(l); }
-                loss = Student!.ForwardAlignment(inputs, outputs, m, b, t);
-                if (backward) Student.BackwardAlignment(inputs, outputs);
-                break;
-            }
-            case TrainingStage.Distillation:
-            {
-                Span<float> teacherLogits = Teacher!.Forward(batch.Inputs, b, t);
-                Span<float> studentLogits = Student!.Forward(batch.Inputs, m, b, t);
-                int v = Student.Config.VocabSize, k = Options.TeacherTopK;
-                if (k > 0 && k < v)
-                {
-                    SelectTopK(teacherLogits, n, v, k);
-                    ReadOnlySpan<int> ids = topIds.AsSpan(0, n * k);
-                    ReadOnlySpan<float> top = topLogits.AsSpan(0, n * k);
-                    loss = Layers.Losses.TopKKlForward<float>(studentLogits, ids, top, m, vocabScratch, n, v, k);
-                    if (backward) Layers.Losses.TopKKlBackward<float>(Student.DLogits, studentLogits, ids, top, m, 1.0, vocabScratch, n, v, k);
-                }
-                else
-                {
-                    loss = Layers.Losses.KlForward<float>(studentLogits, teacherLogits, m, vocabScratch, n, v);
-                    if (backward) Layers.Losses.KlBackward<float>(Student.DLogits, studentLogits, teacherLogits, m, 1.0, vocabScratch, n, v);
-                }
-                if (backward) Student.Backward();
-                break;
-            }
-            case TrainingStage.Sft:
-            {
-                Span<float> logits = Student!.Forward(batch.Inputs, m, b, t);
-                int v = Student.Config.VocabSize;
-                loss = Layers.Losses.CrossEntropyForward<float>(logits, batch.Targets, m, n, v);
-                if (!backward) break;
-                Layers.Losses.CrossEntropyBackward<float>(Student.DLogits, logits, batch.Targets, m, 1.0, vocabScratch, n, v);
-                Student.Backward();
-                break;
-            }
-            default: throw new InvalidOperationException($"unknown stage {Stage}");
-        }
-        return loss;
     }
 
     /// <summary>
     /// Trains until <see cref="Step"/> reaches <paramref name="untilStep"/> (at most <see cref="TrainerOptions.Steps"/>),
     /// reporting every <paramref name="reportEvery"/> steps and at the end, and calling <paramref name="afterStep"/>
-    /// (e.g. to checkpoint) after every step.
+    /// (e.g. to checkpoint) after every step. On return <see cref="Parameters"/> hold the trained values.
     /// </summary>
     public void Run(int untilStep, Action<StepProgress>? progress = null, int reportEvery = 10, Action<Trainer>? afterStep = null,
         CancellationToken cancellationToken = default)
@@ -232,68 +169,26 @@ internal sealed class Trainer
                     TimeSpan.FromSeconds(perStep * (untilStep - Step))));
             }
         }
+        // Callers save or reuse the host models after a run (the next stage starts from them).
+        Backend.DownloadParameters();
     }
 
-    /// <summary>
-    /// The <paramref name="k"/> largest logits of every row of <paramref name="logits"/> [N, V] and their ids, into
-    /// <see cref="topIds"/> / <see cref="topLogits"/> [N, K] (unordered within a row): a min-heap of the best K seen,
-    /// O(V log K) per row and no allocation once the buffers have grown.
-    /// </summary>
-    private void SelectTopK(ReadOnlySpan<float> logits, int n, int v, int k)
+    /// <summary>Makes <see cref="Parameters"/> hold the trained values (see <see cref="ITrainingBackend.DownloadParameters"/>); <see cref="Run"/> ends with it.</summary>
+    public void DownloadParameters() => Backend.DownloadParameters();
+
+    /// <summary>Writes the trained model (config.json and model.safetensors) to <paramref name="directory"/>, as it is now.</summary>
+    public void SaveModel(string directory)
     {
-        if (topIds.Length < n * k)
-        {
-            topIds = new int[n * k];
-            topLogits = new float[n * k];
-        }
-        for (int row = 0; row < n; row++)
-        {
-            ReadOnlySpan<float> x = logits.Slice(row * v, v);
-            Span<int> ids = topIds.AsSpan(row * k, k);
-            Span<float> vals = topLogits.AsSpan(row * k, k);
-            for (int i = 0; i < k; i++)
-            {
-                ids[i] = i;
-                vals[i] = x[i];
-                SiftUp(ids, vals, i);
-            }
-            for (int i = k; i < v; i++)
-            {
-                if (!(x[i] > vals[0])) continue;
-                ids[0] = i;
-                vals[0] = x[i];
-                SiftDown(ids, vals, k);
-            }
-        }
-
-        static void SiftUp(Span<int> ids, Span<float> vals, int i)
-        {
-            while (i > 0)
-            {
-                int parent = (i - 1) / 2;
-                if (!(vals[i] < vals[parent])) break;
-                (vals[i], vals[parent]) = (vals[parent], vals[i]);
-                (ids[i], ids[parent]) = (ids[parent], ids[i]);
-                i = parent;
-            }
-        }
-
-        static void SiftDown(Span<int> ids, Span<float> vals, int k)
-        {
-            int i = 0;
-            while (true)
-            {
-                int left = 2 * i + 1, right = left + 1, smallest = i;
-                if (left < k && vals[left] < vals[smallest]) smallest = left;
-                if (right < k && vals[right] < vals[smallest]) smallest = right;
-                if (smallest == i) return;
-                (vals[i], vals[smallest]) = (vals[smallest], vals[i]);
-                (ids[i], ids[smallest]) = (ids[smallest], ids[i]);
-                i = smallest;
-            }
-        }
+        Backend.DownloadParameters();
+        if (Stage == TrainingStage.Teacher) Teacher!.Save(directory);
+        else ModelFiles.SaveStudent(directory, Student!);
     }
 
+    public void Dispose() => Backend.Dispose();
+
+    private TrainingBatch ToTrainingBatch(Batch batch) => new(batch.Inputs, batch.Targets, BuildMask(batch), batch.Size, batch.Length);
+
+    // The backends take a byte mask, and none at all for a batch without padding (the common, faster case).
     private ReadOnlySpan<byte> BuildMask(Batch batch)
     {
         int n = batch.Size * batch.Length;

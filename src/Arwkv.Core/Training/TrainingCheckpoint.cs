@@ -104,11 +104,7 @@ internal static class TrainingCheckpoint
         BatchPosition position = trainer.Batches.Position;
         var state = new CheckpointState((int)trainer.Stage, trainer.Step, position.Epoch, position.Batch, trainer.Options.Seed,
             trainer.Options.Steps, trainer.Losses.ToArray()) { TeacherTopK = trainer.Options.TeacherTopK, Examples = trainer.Batches.SequenceCount };
-        Commit(directory, state, trainer.Optimizer, model =>
-        {
-            if (trainer.Stage == TrainingStage.Teacher) trainer.Teacher!.Save(model);
-            else ModelFiles.SaveStudent(model, trainer.Student!);
-        });
+        Commit(directory, state, trainer.Backend, trainer.SaveModel);
     }
 
     /// <summary>Saves a DPO run: the policy, its optimizer and the step (the pair order follows from step and seed).</summary>
@@ -117,7 +113,11 @@ internal static class TrainingCheckpoint
         int pairs = dpo.PairCount;
         var state = new CheckpointState((int)TrainingStage.Sft, dpo.Step, dpo.Step / pairs, dpo.Step % pairs, dpo.Options.Seed,
             dpo.Options.Steps, dpo.Losses.ToArray()) { Method = DpoMethod, Beta = dpo.Beta, Examples = pairs, ReferenceSha256 = dpo.ReferenceSha256 };
-        Commit(directory, state, dpo.Optimizer, model => ModelFiles.SaveStudent(model, dpo.Policy));
+        Commit(directory, state, dpo.Backend, model =>
+        {
+            dpo.Backend.DownloadParameters();
+            ModelFiles.SaveStudent(model, dpo.Policy);
+        });
     }
 
     public static bool Exists(string directory) =>
@@ -139,7 +139,7 @@ internal static class TrainingCheckpoint
         if (state.Examples != 0 && state.Examples != trainer.Batches.SequenceCount)
             throw new CheckpointException(statePath, $"checkpoint was made on {state.Examples} training sequences, this run has {trainer.Batches.SequenceCount} "
                 + "(different data, --seq-len, --pad or --validation-fraction): the batch order would not continue");
-        RestoreWeights(stateDir, state, trainer.Parameters, trainer.Optimizer);
+        RestoreWeights(stateDir, state, trainer.Backend);
         trainer.Batches.Seek(new BatchPosition(state.Epoch, state.Batch));
         trainer.RestoreProgress(state.Step, state.Losses);
     }
@@ -167,7 +167,7 @@ internal static class TrainingCheckpoint
         else if (state.ReferenceSha256 != dpo.ReferenceSha256)
             throw new CheckpointException(statePath, $"reference model differs from the one this run started with (SHA-256 of its weights {dpo.ReferenceSha256}, "
                 + $"the checkpoint's {state.ReferenceSha256}); resume with the same --init-from, or start again in another --out");
-        RestoreWeights(stateDir, state, dpo.Policy.Parameters, dpo.Optimizer);
+        RestoreWeights(stateDir, state, dpo.Backend);
         dpo.RestoreProgress(state.Step, state.Losses);
     }
 
@@ -209,7 +209,7 @@ internal static class TrainingCheckpoint
         return (stateDir, state);
     }
 
-    private static void Commit(string directory, CheckpointState state, AdamW<float> optimizer, Action<string> saveModel)
+    private static void Commit(string directory, CheckpointState state, ITrainingBackend backend, Action<string> saveModel)
     {
         Directory.CreateDirectory(directory);
         string name = string.Create(CultureInfo.InvariantCulture, $"{StatePrefix}{state.Step:D6}-{Guid.NewGuid().ToString("N")[..8]}");
@@ -219,7 +219,7 @@ internal static class TrainingCheckpoint
         AtomicFile.Write(Path.Combine(stateDir, "optimizer.bin"), stream =>
         {
             using var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
-            optimizer.SaveState(writer);
+            backend.SaveOptimizer(writer);
         });
         AtomicFile.Write(Path.Combine(stateDir, "trainer.json"), stream => WriteState(stream, state));
         // Everything the manifest will name must be on disk before the manifest is (the model's config and tokenizer
@@ -341,21 +341,23 @@ internal static class TrainingCheckpoint
             throw new CheckpointException(statePath, string.Create(CultureInfo.InvariantCulture, $"checkpoint was made with seed {state.Seed}, this run uses {seed}"));
     }
 
-    private static void RestoreWeights(string stateDir, CheckpointState state, ParameterSet<float> parameters, AdamW<float> optimizer)
+    // The files are backend-neutral (float32 weights, float64 moments), so any backend resumes any other's checkpoint.
+    private static void RestoreWeights(string stateDir, CheckpointState state, ITrainingBackend backend)
     {
-        ModelFiles.LoadParameters(parameters, Path.Combine(stateDir, "model", "model.safetensors"));
+        ModelFiles.LoadParameters(backend.Parameters, Path.Combine(stateDir, "model", "model.safetensors"));
+        backend.UploadParameters();
         string optimizerPath = Path.Combine(stateDir, "optimizer.bin");
         try
         {
             using var reader = new BinaryReader(File.OpenRead(optimizerPath));
-            optimizer.LoadState(reader);
+            backend.LoadOptimizer(reader);
         }
         catch (Exception e) when (e is EndOfStreamException or InvalidDataException or FileNotFoundException)
         {
             throw new CheckpointException(optimizerPath, e.Message);
         }
-        if (optimizer.StepCount != state.Step)
-            throw new CheckpointException(optimizerPath, $"optimizer is at step {optimizer.StepCount}, trainer.json at {state.Step} (interrupted save)");
+        if (backend.OptimizerStep != state.Step)
+            throw new CheckpointException(optimizerPath, $"optimizer is at step {backend.OptimizerStep}, trainer.json at {state.Step} (interrupted save)");
     }
 
     private const string TrainerMethod = "trainer", DpoMethod = "dpo";
