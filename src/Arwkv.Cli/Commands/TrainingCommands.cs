@@ -58,7 +58,7 @@ internal static partial class CliApp
         var seed = BoundedOption.Create("--seed", "Random seed", int.MinValue, int.MaxValue, 1);
         var freezeMlp = new Option<bool>("--freeze-mlp") { Description = "Stages 2/3: keep the MLPs fixed" };
         var resume = new Option<bool>("--resume") { Description = "Continue from OUT/checkpoint" };
-        var checkpointEvery = BoundedOption.Create("--checkpoint-every", "Checkpoint interval in steps", 1, StepLimit, 50);
+        var checkpointEvery = BoundedOption.Create("--checkpoint-every", "Checkpoint interval in steps (0: no checkpoint before the last step, so a killed run cannot resume)", 0, StepLimit, 50);
         var dpo = new Option<string?>("--dpo") { Description = "Stage 3: preference pairs (.jsonl with prompt/chosen/rejected) for DPO instead of SFT" };
         var beta = BoundedOption.Create("--beta", "DPO beta", 0.0, 1000.0, 0.1, minExclusive: true);
         var teacherTopK = BoundedOption.Create("--teacher-top-k",
