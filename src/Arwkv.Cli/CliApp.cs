@@ -58,6 +58,7 @@ internal static partial class CliApp
             TextWriter error = result.InvocationConfiguration.Error;
             try
             {
+                if (BoundedOption.FirstViolation(command, result) is string outOfRange) throw new UsageException(outOfRange);
                 return await body(result, output, error, cancellationToken);
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -92,11 +93,15 @@ internal static partial class CliApp
         Required = true,
     };
 
-    private static Option<int> ThreadsOption() => new("--threads", "-t")
-    {
-        Description = "Kernel threads (default: the processor count)",
-        DefaultValueFactory = _ => Environment.ProcessorCount,
-    };
+    /// <summary>Most kernel threads: far more than any core count we run on, far fewer than what aborts the runtime.</summary>
+    internal const int MaxThreads = 256;
+
+    /// <summary>Most tokens one command runs through a model (prompt, generated, or per training sequence): 4x
+    /// Qwen2.5's context, and a bound on what the KV cache and activations may allocate.</summary>
+    internal const int TokenLimit = 131072;
+
+    private static Option<int> ThreadsOption() => BoundedOption.Create("--threads", "Kernel threads (default: the processor count)",
+        1, MaxThreads, Math.Min(Environment.ProcessorCount, MaxThreads), aliases: "-t");
 
     private static Option<string> ModeOption()
     {
@@ -132,7 +137,6 @@ internal static partial class CliApp
     {
         string dir = result.GetValue(model)!;
         int n = result.GetValue(threads);
-        if (n < 1) throw new UsageException($"--threads must be at least 1, got {n}");
         if (!Directory.Exists(dir)) throw new CheckpointException(dir, "model directory not found");
         return host.LoadModel(dir, new ModelOptions { Threads = n, Mode = mode });
     }

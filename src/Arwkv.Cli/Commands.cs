@@ -82,12 +82,12 @@ internal static partial class CliApp
     private static Command BenchCommand(CliHost host)
     {
         var model = ModelOption();
-        var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length for the prefill measurement", DefaultValueFactory = _ => 128 };
-        var newTokens = new Option<int>("--new-tokens") { Description = "Tokens decoded one at a time (greedy)", DefaultValueFactory = _ => 32 };
+        var promptTokens = BoundedOption.Create("--prompt-tokens", "Prompt length for the prefill measurement", 1, TokenLimit, 128);
+        var newTokens = BoundedOption.Create("--new-tokens", "Tokens decoded one at a time (greedy)", 1, TokenLimit, 32);
         var threads = ThreadsOption();
         var mode = ModeOption();
-        var seed = new Option<int>("--seed") { Description = "Seed of the random prompt ids", DefaultValueFactory = _ => 1234 };
-        var repeat = new Option<int>("--repeat") { Description = "Timed runs (after one untimed warm-up); the JSON reports the median of each rate", DefaultValueFactory = _ => 1 };
+        var seed = BoundedOption.Create("--seed", "Seed of the random prompt ids", int.MinValue, int.MaxValue, 1234);
+        var repeat = BoundedOption.Create("--repeat", "Timed runs (after one untimed warm-up); the JSON reports the median of each rate", 1, 1000, 1);
         var profile = new Option<bool>("--profile") { Description = "Also print where the prefill's time goes, phase by phase (ARWKV models)" };
         var command = new Command("bench", "Measure prefill and decode speed on random token ids; the last line is JSON")
         {
@@ -96,7 +96,6 @@ internal static partial class CliApp
         SetBody(command, (result, output, error, cancellationToken) =>
         {
             int prompt = result.GetValue(promptTokens), decode = result.GetValue(newTokens);
-            if (prompt < 1 || decode < 1) throw new UsageException("--prompt-tokens and --new-tokens must be at least 1");
             using LanguageModel lm = LoadModel(host, result, model, threads, ParseMode(result.GetValue(mode)!));
             var random = new Random(result.GetValue(seed));
             var ids = new int[prompt];
@@ -109,7 +108,6 @@ internal static partial class CliApp
             error.WriteLine("bench: warm-up (the same work, untimed)");
             RunOnce(lm, ids, decode, logits, cancellationToken);
             int runs = result.GetValue(repeat);
-            if (runs < 1) throw new UsageException("--repeat must be at least 1");
             var prefillRates = new double[runs];
             var decodeRates = new double[runs];
             bool profiling = result.GetValue(profile);
@@ -196,12 +194,12 @@ internal static partial class CliApp
         {
             SamplingOptions d = SamplingOptions.Recommended;
             var args = new SamplingArguments(
-                new Option<int>("--max-tokens", "-n") { Description = "Most tokens to generate", DefaultValueFactory = _ => 256 },
-                new Option<float>("--temperature") { Description = "Sampling temperature; 0 = greedy", DefaultValueFactory = _ => d.Temperature },
-                new Option<int>("--top-k") { Description = "Keep the k most likely tokens; 0 = all", DefaultValueFactory = _ => d.TopK },
-                new Option<float>("--top-p") { Description = "Nucleus: keep the most likely tokens up to this probability mass", DefaultValueFactory = _ => d.TopP },
-                new Option<float>("--repetition-penalty") { Description = "Divide positive / multiply negative logits of recent tokens; 1 = off", DefaultValueFactory = _ => d.RepetitionPenalty },
-                new Option<long?>("--seed") { Description = "Random seed (default: random)" });
+                BoundedOption.Create("--max-tokens", "Most tokens to generate", 1, TokenLimit, 256, aliases: "-n"),
+                BoundedOption.Create("--temperature", "Sampling temperature; 0 = greedy", 0f, 100f, d.Temperature),
+                BoundedOption.Create("--top-k", "Keep the k most likely tokens; 0 = all", 0, 10_000_000, d.TopK),
+                BoundedOption.Create("--top-p", "Nucleus: keep the most likely tokens up to this probability mass", 0f, 1f, d.TopP, minExclusive: true),
+                BoundedOption.Create("--repetition-penalty", "Divide positive / multiply negative logits of recent tokens; 1 = off", 0f, 100f, d.RepetitionPenalty, minExclusive: true),
+                BoundedOption.CreateOptional("--seed", "Random seed (default: random)", long.MinValue, long.MaxValue));
             command.Options.Add(args.MaxTokens);
             command.Options.Add(args.Temperature);
             command.Options.Add(args.TopK);

@@ -19,7 +19,7 @@ internal static class MakeRandomCommand
         preset.AcceptOnlyFromAmong("tiny", "qwen2.5-0.5b", "arwkv-7b");
         var dtype = new Option<string>("--dtype") { Description = "storage type: bf16, f16 or f32", DefaultValueFactory = _ => "bf16" };
         dtype.AcceptOnlyFromAmong("bf16", "f16", "f32");
-        var seed = new Option<int>("--seed") { Description = "random seed", DefaultValueFactory = _ => 42 };
+        var seed = BoundedOption.Create("--seed", "random seed", 0, int.MaxValue, 42);
         var arch = new Option<string>("--arch") { Description = "arwkv (a student/inference checkpoint) or qwen2 (a Qwen2ForCausalLM teacher; presets tiny and qwen2.5-0.5b, tied)", DefaultValueFactory = _ => "arwkv" };
         arch.AcceptOnlyFromAmong("arwkv", "qwen2");
         var command = new Command("make-random", "Write an ARWKV checkpoint of a real model's shape with random weights (for benchmarks)");

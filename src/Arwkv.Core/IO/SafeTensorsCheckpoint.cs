@@ -75,6 +75,11 @@ public sealed unsafe class SafeTensorsCheckpoint : IDisposable
                     throw new CheckpointException(shard.Path, $"missing tensor '{tensor}' ({IndexFileName} says this shard holds it)");
                 byTensor[tensor] = shard;
             }
+            // A tensor that a second shard also holds is ambiguous: which copy is the weight depends on the reader.
+            foreach (SafeTensorsFile shard in files)
+                foreach (string tensor in shard.Tensors.Keys)
+                    if (byTensor.TryGetValue(tensor, out SafeTensorsFile? owner) && owner != shard)
+                        throw new CheckpointException(shard.Path, $"tensor '{tensor}' is also in {Path.GetFileName(owner.Path)}, which {IndexFileName} assigns it to");
         }
         catch
         {
@@ -87,6 +92,7 @@ public sealed unsafe class SafeTensorsCheckpoint : IDisposable
     private static List<(string Tensor, string File)> ReadWeightMap(string indexPath)
     {
         var map = new List<(string, string)>();
+        var seen = new Dictionary<string, string>(StringComparer.Ordinal);
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
@@ -99,6 +105,9 @@ public sealed unsafe class SafeTensorsCheckpoint : IDisposable
                 // A shard name with a directory part could point outside the checkpoint; Hugging Face never writes one.
                 if (string.IsNullOrEmpty(file) || file != Path.GetFileName(file) || file is "." or "..")
                     throw new CheckpointException(indexPath, $"weight_map entry for '{entry.Name}' must be a file name in the checkpoint directory");
+                // System.Text.Json lets a repeated key through: a tensor assigned to two shards is ambiguous.
+                if (!seen.TryAdd(entry.Name, file))
+                    throw new CheckpointException(indexPath, $"weight_map assigns tensor '{entry.Name}' twice ('{seen[entry.Name]}' and '{file}')");
                 map.Add((entry.Name, file));
             }
         }
@@ -112,7 +121,7 @@ public sealed unsafe class SafeTensorsCheckpoint : IDisposable
 
     /// <summary>
     /// The files of a checkpoint directory that loading, converting or distilling from it may read: every
-    /// <c>*.safetensors</c>, <c>*.json</c> and <c>merges.txt</c> at its top level. Writers take them as inputs, so an
+    /// <c>*.safetensors</c>, <c>*.gguf</c>, <c>*.json</c> and <c>merges.txt</c> at its top level. Writers take them as inputs, so an
     /// output path that is one of them is refused instead of replacing the checkpoint it is made from.
     /// </summary>
     public static IReadOnlyList<string> InputFiles(string directory)
@@ -120,7 +129,7 @@ public sealed unsafe class SafeTensorsCheckpoint : IDisposable
         if (!System.IO.Directory.Exists(directory)) return [];
         return System.IO.Directory.EnumerateFiles(directory)
             .Where(f => f.EndsWith(".safetensors", StringComparison.Ordinal) || f.EndsWith(".json", StringComparison.Ordinal)
-                || Path.GetFileName(f) == "merges.txt")
+                || f.EndsWith(".gguf", StringComparison.Ordinal) || Path.GetFileName(f) == "merges.txt")
             .Order(StringComparer.Ordinal).ToList();
     }
 

@@ -146,14 +146,24 @@ public sealed unsafe class SafeTensorsFile : IDisposable
             }
         }
 
-        // Overlapping tensors mean the header lies about the layout; writers never produce them.
-        var ordered = tensors.Values.Where(t => t.ByteLength > 0).OrderBy(t => t.Offset).ToArray();
-        for (int i = 1; i < ordered.Length; i++)
+        // As the reference implementation (safetensors' validate): sorted by offsets, each tensor begins where the
+        // previous one ends, from 0 to the end of the file. An overlap means the header lies about the layout; a hole or
+        // trailing bytes are data no tensor owns, which writers never produce and which may hide a damaged header.
+        var ordered = tensors.Values.OrderBy(t => t.Offset).ThenBy(t => t.ByteLength).ToArray();
+        long expectedOffset = dataStart;
+        string? previous = null;
+        foreach (TensorInfo t in ordered)
         {
-            TensorInfo a = ordered[i - 1], b = ordered[i];
-            if (b.Offset < a.Offset + a.ByteLength)
-                throw new CheckpointException(path, $"tensors '{a.Name}' and '{b.Name}' overlap in the data section");
+            if (t.Offset < expectedOffset)
+                throw new CheckpointException(path, $"tensors '{previous}' and '{t.Name}' overlap in the data section");
+            if (t.Offset > expectedOffset)
+                throw new CheckpointException(path, $"tensor '{t.Name}': {t.Offset - expectedOffset} bytes before it belong to no tensor "
+                    + $"(data_offsets begin at {t.Offset - dataStart}, {(previous is null ? "the data section starts at 0" : $"'{previous}' ends at {expectedOffset - dataStart}")})");
+            expectedOffset = t.Offset + t.ByteLength;
+            previous = t.Name;
         }
+        if (expectedOffset != fileLength)
+            throw new CheckpointException(path, $"{fileLength - expectedOffset} bytes after the last tensor{(previous is null ? "" : $" ('{previous}')")} belong to no tensor");
         return (tensors, metadata);
     }
 

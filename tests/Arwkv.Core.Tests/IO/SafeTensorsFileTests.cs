@@ -154,6 +154,23 @@ public class SafeTensorsFileTests
         Assert.That(f.GetInfo("a").ElementCount, Is.Zero);
     }
 
+    // Issue 11 class 8: the reference implementation's validate() rejects data that no tensor owns.
+    [Test]
+    public void BytesAfterTheLastTensor() =>
+        AssertRejected(Raw("{" + GoodEntry + "}", 28), "4 bytes after the last tensor ('t') belong to no tensor");
+
+    [Test]
+    public void HoleBetweenTensors() =>
+        AssertRejected(Raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[12,20]}}", 20),
+            "tensor 'b': 4 bytes before it belong to no tensor (data_offsets begin at 12, 'a' ends at 8)");
+
+    [Test]
+    public void HoleBeforeTheFirstTensor() =>
+        AssertRejected(Raw("{" + GoodEntry.Replace("[0,24]", "[8,32]") + "}", 32), "tensor 't': 8 bytes before it belong to no tensor");
+
+    [Test]
+    public void DataWithoutTensors() => AssertRejected(Raw("{}", 4), "4 bytes after the last tensor belong to no tensor");
+
     // System.Text.Json accepts duplicate object keys; the reader must not silently keep one of them.
     [Test]
     public void DuplicateTensorNames() =>
