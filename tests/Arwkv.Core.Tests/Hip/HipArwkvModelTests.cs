@@ -1,3 +1,4 @@
+using Arwkv.Generation;
 using Arwkv.Hip;
 using Arwkv.IO;
 using Arwkv.Tests.Model;
@@ -195,6 +196,28 @@ public class HipArwkvModelTests
         using var gpu = LoadGpu(dir.Path, DType.BF16);
 
         AssertClose(AllLogits(gpu, tokens, gpu.CreateState()), AllLogits(cpu, tokens, cpu.CreateState()), SameWeights, "BF16 checkpoint");
+    }
+
+    [Test]
+    public async Task TextGenerator_GreedyTokensEqualTheCpuModels()
+    {
+        using var dir = new TempDirectory();
+        var config = RandomArwkvCheckpoint.SmallConfig();
+        RandomArwkvCheckpoint.Create(dir.Path, config, seed: 32);
+        using var cpu = LoadCpu(dir.Path);
+        using var gpu = LoadGpu(dir.Path);
+        var options = new GenerationOptions { MaxTokens = 5, StopTokenIds = [], Sampling = SamplingOptions.Greedy };
+
+        async Task<List<int>> Generate(LanguageModel model)
+        {
+            var ids = new List<int>();
+            await foreach (GeneratedToken token in new TextGenerator(model).GenerateAsync([3, 14, 15], options)) ids.Add(token.Id);
+            return ids;
+        }
+
+        List<int> expected = await Generate(cpu);
+        Assert.That(await Generate(gpu), Is.EqualTo(expected));
+        Assert.That(expected.Distinct().Count(), Is.GreaterThan(1), "a sequence that depends on the state");
     }
 
     [Test]
