@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Arwkv.Generation;
+using Arwkv.Hip;
 using Arwkv.IO;
 using Arwkv.Tokenization;
 
@@ -12,6 +13,12 @@ internal sealed class CliHost
     public Func<string, ModelOptions, LanguageModel> LoadModel { get; init; } = (dir, options) => LanguageModel.Load(dir, options);
     public Func<string, ITokenCodec> LoadTokenizer { get; init; } = path => new QwenTokenCodec(QwenTokenizer.FromFile(path));
     public Func<LanguageModel, TextGenerator> CreateGenerator { get; init; } = model => new TextGenerator(model);
+
+    /// <summary>Whether --device hip can run here (libarwkv_hip, the GPU runtime and a device), and if not, why.</summary>
+    public Func<(bool Available, string Reason)> ProbeGpu { get; init; } = () => (HipRuntime.TryLoad(out string reason), reason);
+
+    /// <summary>Loads a checkpoint onto the GPU for --device hip (called only after <see cref="ProbeGpu"/> says yes).</summary>
+    public Func<string, ModelOptions, LanguageModel> LoadGpuModel { get; init; } = CliApp.LoadOnGpu;
     public TextReader Input { get; init; } = Console.In;
 }
 
@@ -33,7 +40,7 @@ internal static partial class CliApp
 
     public static RootCommand BuildRoot(CliHost host)
     {
-        var root = new RootCommand("arwkv: run and benchmark ARWKV models (Qwen2.5 with RWKV-7 time mixing) on the CPU");
+        var root = new RootCommand("arwkv: run and benchmark ARWKV models (Qwen2.5 with RWKV-7 time mixing) on the CPU, or on an AMD GPU with --device hip");
         root.Subcommands.Add(LogitsCommand(host));
         root.Subcommands.Add(TokenizeCommand(host));
         root.Subcommands.Add(BenchCommand(host));
@@ -118,27 +125,42 @@ internal static partial class CliApp
     {
         var option = new Option<string>("--device")
         {
-            Description = "Where to run: cpu, or hip (AMD GPU)",
+            Description = "Where to run: cpu, or hip (an AMD GPU through libarwkv_hip; ARWKV checkpoints only)",
             DefaultValueFactory = _ => "cpu",
         };
         option.AcceptOnlyFromAmong("cpu", "hip");
         return option;
     }
 
-    /// <summary>Exit code 2 and a message when the GPU backend is asked for; null when the CPU is.</summary>
-    private static int? RejectUnavailableDevice(string device, TextWriter error)
+    /// <summary>
+    /// Before any work: with --device hip, fails (one line, exit code 1) unless the GPU backend can run, saying what
+    /// is missing (the library, the runtime or a device).
+    /// </summary>
+    private static void RequireDevice(CliHost host, string device)
     {
-        if (device != "hip") return null;
-        error.WriteLine("arwkv: the GPU (hip) backend is not available in this build; use --device cpu");
-        return 2;
+        if (device != "hip") return;
+        var (available, reason) = host.ProbeGpu();
+        if (!available) throw new InvalidOperationException($"--device hip: the GPU backend is unavailable: {reason} (--device cpu runs on the CPU)");
     }
 
-    private static LanguageModel LoadModel(CliHost host, ParseResult result, Option<string> model, Option<int> threads, ForwardMode mode)
+    private static LanguageModel LoadModel(CliHost host, ParseResult result, Option<string> model, Option<int> threads, ForwardMode mode,
+        string device = "cpu")
     {
         string dir = result.GetValue(model)!;
         int n = result.GetValue(threads);
         if (!Directory.Exists(dir)) throw new CheckpointException(dir, "model directory not found");
-        return host.LoadModel(dir, new ModelOptions { Threads = n, Mode = mode });
+        var options = new ModelOptions { Threads = n, Mode = mode };
+        return device == "hip" ? host.LoadGpuModel(dir, options) : host.LoadModel(dir, options);
+    }
+
+    /// <summary>The default GPU loader: <see cref="HipArwkvModel"/> with bf16 matrices; Qwen2 has no GPU model yet.</summary>
+    internal static LanguageModel LoadOnGpu(string dir, ModelOptions options)
+    {
+        string type = ModelConfigFile.ReadModelType(dir);
+        if (type != ArwkvConfig.ModelType)
+            throw new UsageException($"--device hip runs ARWKV ({ArwkvConfig.ModelType}) checkpoints; {dir} is '{type}', which has no GPU " +
+                "model yet: use --device cpu");
+        return HipArwkvModel.Load(dir, new HipModelOptions { Mode = options.Mode });
     }
 
     private static ForwardMode ParseMode(string mode) => mode == "recurrent" ? ForwardMode.Recurrent : ForwardMode.Prefill;

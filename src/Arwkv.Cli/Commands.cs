@@ -25,13 +25,14 @@ internal static partial class CliApp
         };
         SetBody(command, (result, output, error, _) =>
         {
-            if (RejectUnavailableDevice(result.GetValue(device)!, error) is int code) return Task.FromResult(code);
+            string deviceName = result.GetValue(device)!;
+            RequireDevice(host, deviceName);
             int[] tokens = ParseIds(result.GetValue(ids)!);
             string path = result.GetValue(outPath)!;
             // Before the model runs: an output that is a device, a directory or one of the checkpoint's files fails first.
             IReadOnlyList<string> inputs = Arwkv.IO.SafeTensorsCheckpoint.InputFiles(result.GetValue(model)!);
             Arwkv.IO.AtomicFile.ResolveTarget(path, inputs);
-            using LanguageModel lm = LoadModel(host, result, model, threads, ParseMode(result.GetValue(mode)!));
+            using LanguageModel lm = LoadModel(host, result, model, threads, ParseMode(result.GetValue(mode)!), deviceName);
             int vocab = lm.VocabSize;
             foreach (int id in tokens)
                 if (id >= vocab) throw new UsageException($"--ids: token id {id} is outside the model's vocabulary [0, {vocab})");
@@ -88,21 +89,26 @@ internal static partial class CliApp
         var mode = ModeOption();
         var seed = BoundedOption.Create("--seed", "Seed of the random prompt ids", int.MinValue, int.MaxValue, 1234);
         var repeat = BoundedOption.Create("--repeat", "Timed runs (after one untimed warm-up); the JSON reports the median of each rate", 1, 1000, 1);
-        var profile = new Option<bool>("--profile") { Description = "Also print where the prefill's time goes, phase by phase (ARWKV models)" };
+        var profile = new Option<bool>("--profile") { Description = "Also print where the prefill's time goes, phase by phase (ARWKV models on the CPU)" };
+        var device = DeviceOption();
         var command = new Command("bench", "Measure prefill and decode speed on random token ids; the last line is JSON")
         {
-            model, promptTokens, newTokens, threads, mode, seed, repeat, profile,
+            model, promptTokens, newTokens, threads, mode, seed, repeat, profile, device,
         };
         SetBody(command, (result, output, error, cancellationToken) =>
         {
             int prompt = result.GetValue(promptTokens), decode = result.GetValue(newTokens);
-            using LanguageModel lm = LoadModel(host, result, model, threads, ParseMode(result.GetValue(mode)!));
+            string deviceName = result.GetValue(device)!;
+            RequireDevice(host, deviceName);
+            using LanguageModel lm = LoadModel(host, result, model, threads, ParseMode(result.GetValue(mode)!), deviceName);
             var random = new Random(result.GetValue(seed));
             var ids = new int[prompt];
             for (int i = 0; i < ids.Length; i++) ids[i] = random.Next(lm.VocabSize);
             var logits = new float[lm.VocabSize];
 
-            error.WriteLine($"bench: {lm.Architecture}, vocab {lm.VocabSize}, {result.GetValue(threads)} threads, kernels {Arwkv.Kernels.MatMul.DetectedIsa}");
+            error.WriteLine(deviceName == "hip"
+                ? $"bench: {lm.Architecture}, vocab {lm.VocabSize}, --device hip on {(lm is Arwkv.Hip.HipArwkvModel ? Arwkv.Hip.HipRuntime.GetDeviceInfo().Name : "?")}"
+                : $"bench: {lm.Architecture}, vocab {lm.VocabSize}, {result.GetValue(threads)} threads, kernels {Arwkv.Kernels.MatMul.DetectedIsa}");
             // The same work once, untimed (as llama-bench and our llama.cpp bench.mjs do): the JIT's tiers, the first
             // touch of the memory-mapped weights and the pool's start-up are not what a prefill or decode costs.
             error.WriteLine("bench: warm-up (the same work, untimed)");
@@ -248,9 +254,10 @@ internal static partial class CliApp
         SamplingArguments sampling = SamplingArguments.Create(command);
         SetBody(command, async (result, output, error, cancellationToken) =>
         {
-            if (RejectUnavailableDevice(result.GetValue(device)!, error) is int code) return code;
+            string deviceName = result.GetValue(device)!;
+            RequireDevice(host, deviceName);
             GenerationOptions options = sampling.Read(result);
-            using LanguageModel lm = LoadModel(host, result, model, threads, ForwardMode.Prefill);
+            using LanguageModel lm = LoadModel(host, result, model, threads, ForwardMode.Prefill, deviceName);
             TextGenerator generator = host.CreateGenerator(lm);
             string text = result.GetValue(prompt)!;
             IAsyncEnumerable<GeneratedToken> tokens;
@@ -298,12 +305,18 @@ internal static partial class CliApp
         var model = ModelOption();
         var system = new Option<string?>("--system") { Description = "A system message for the conversation" };
         var threads = ThreadsOption();
-        var command = new Command("chat", "Interactive chat; the model state is kept between turns. /reset starts over, /exit quits") { model, system, threads };
+        var device = DeviceOption();
+        var command = new Command("chat", "Interactive chat; the model state is kept between turns. /reset starts over, /exit quits")
+        {
+            model, system, threads, device,
+        };
         SamplingArguments sampling = SamplingArguments.Create(command);
         SetBody(command, async (result, output, error, cancellationToken) =>
         {
+            string deviceName = result.GetValue(device)!;
+            RequireDevice(host, deviceName);
             GenerationOptions options = sampling.Read(result);
-            using LanguageModel lm = LoadModel(host, result, model, threads, ForwardMode.Prefill);
+            using LanguageModel lm = LoadModel(host, result, model, threads, ForwardMode.Prefill, deviceName);
             TextGenerator generator = host.CreateGenerator(lm);
             if (!generator.HasTokenizer) throw new InvalidOperationException("chat needs tokenizer.json in the model directory");
             var session = new ChatSession(generator, result.GetValue(system));

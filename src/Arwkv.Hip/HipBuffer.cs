@@ -37,23 +37,35 @@ public sealed class HipBuffer : SafeHandle
     }
 
     /// <summary>Allocates <paramref name="byteLength"/> bytes of uninitialised device memory.</summary>
-    public static HipBuffer Allocate(long byteLength)
+    public static HipBuffer Allocate(long byteLength) => Allocate(byteLength, name: null);
+
+    /// <summary>
+    /// Allocates <paramref name="byteLength"/> bytes of uninitialised device memory. <paramref name="name"/> says what
+    /// the buffer is for ("layer 3 mlp.up_proj.weight"): when the device is out of memory the exception names it and
+    /// the size, so a model that does not fit says which tensor did not.
+    /// </summary>
+    /// <exception cref="HipException">The runtime refused the allocation (out of memory, no device).</exception>
+    public static HipBuffer Allocate(long byteLength, string? name)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(byteLength);
         HipRuntime.EnsureLoaded();
         var buffer = new HipBuffer(byteLength);
-        HipRuntime.Check(NativeMethods.arwkv_hip_malloc(out nint pointer, (nuint)byteLength), "arwkv_hip_malloc");
+        int status = NativeMethods.arwkv_hip_malloc(out nint pointer, (nuint)byteLength);
+        if (status != 0)
+            throw new HipException((HipStatus)status, "arwkv_hip_malloc",
+                $"could not allocate {name ?? "a device buffer"} ({DescribeBytes(byteLength)}): {HipRuntime.LastErrorMessage()}");
         buffer.SetHandle(pointer);
         return buffer;
     }
 
     /// <summary>Allocates room for <paramref name="count"/> elements of <typeparamref name="T"/>.</summary>
-    public static unsafe HipBuffer Allocate<T>(long count) where T : unmanaged => Allocate(checked(count * sizeof(T)));
+    public static unsafe HipBuffer Allocate<T>(long count, string? name = null) where T : unmanaged =>
+        Allocate(checked(count * sizeof(T)), name);
 
     /// <summary>Allocates a buffer holding a copy of <paramref name="source"/>.</summary>
-    public static HipBuffer FromHost<T>(ReadOnlySpan<T> source, HipStream? stream = null) where T : unmanaged
+    public static HipBuffer FromHost<T>(ReadOnlySpan<T> source, HipStream? stream = null, string? name = null) where T : unmanaged
     {
-        var buffer = Allocate<T>(Math.Max(source.Length, 1));
+        var buffer = Allocate<T>(Math.Max(source.Length, 1), name);
         try
         {
             buffer.Upload(source, stream);
@@ -64,6 +76,35 @@ public sealed class HipBuffer : SafeHandle
             throw;
         }
         return buffer;
+    }
+
+    /// <summary>"160.0 MiB, 167772160 bytes": the size both readable and exact.</summary>
+    internal static string DescribeBytes(long bytes)
+    {
+        string[] units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+        double value = bytes;
+        int unit = 0;
+        while (value >= 1024 && unit < units.Length - 1)
+        {
+            value /= 1024;
+            unit++;
+        }
+        return unit == 0 ? $"{bytes} bytes" : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{value:F1} {units[unit]}, {bytes} bytes");
+    }
+
+    /// <summary>
+    /// Copies <paramref name="byteCount"/> bytes from host memory at <paramref name="source"/> (for example a
+    /// memory-mapped checkpoint tensor, which needs no pinning) to this buffer at <paramref name="byteOffset"/>, and
+    /// waits for the copy.
+    /// </summary>
+    internal unsafe void Upload(long byteOffset, void* source, long byteCount, HipStream? stream)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(byteOffset);
+        RequireBytes(checked(byteOffset + byteCount), nameof(byteCount));
+        if (byteCount == 0) return;
+        HipRuntime.Check(NativeMethods.arwkv_hip_memcpy_h2d(Pointer + (nint)byteOffset, source, (nuint)byteCount, HipStream.Handle(stream)),
+            "arwkv_hip_memcpy_h2d");
+        Sync(stream);
     }
 
     /// <summary>Copies <paramref name="source"/> to the start of this buffer.</summary>

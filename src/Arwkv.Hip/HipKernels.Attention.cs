@@ -75,10 +75,8 @@ public static partial class HipKernels
         CheckAttention(batch, time, heads, kvHeads, headDim);
         long qBytes = (long)batch * time * heads * headDim * F, kvBytes = (long)batch * time * kvHeads * headDim * F;
         long rowBytes = (long)batch * heads * time * F;
-        foreach (var (buffer, name) in new[] { (dq, nameof(dq)), (dout, nameof(dout)), (output, nameof(output)), (q, nameof(q)) })
-            Need(buffer, qBytes, name);
-        foreach (var (buffer, name) in new[] { (dk, nameof(dk)), (dv, nameof(dv)), (k, nameof(k)), (v, nameof(v)) })
-            Need(buffer, kvBytes, name);
+        NeedAll(qBytes, (dq, nameof(dq)), (dout, nameof(dout)), (output, nameof(output)), (q, nameof(q)));
+        NeedAll(kvBytes, (dk, nameof(dk)), (dv, nameof(dv)), (k, nameof(k)), (v, nameof(v)));
         Need(lse, rowBytes, nameof(lse)); Need(delta, rowBytes, nameof(delta));
         if (mask != null) Need(mask, (long)batch * time * 4, nameof(mask));
         Run(NativeMethods.arwkv_attention_backward(dq.Pointer, dk.Pointer, dv.Pointer, delta.Pointer, dout.Pointer, output.Pointer,

@@ -81,8 +81,7 @@ public static partial class HipKernels
     /// <summary>Value residual: output [count] (overwritten) = v + (vFirst - v) * gate.</summary>
     public static void ValueResidualForward(HipBuffer output, HipBuffer v, HipBuffer vFirst, HipBuffer gate, long count, HipStream? stream = null)
     {
-        foreach (var (buffer, name) in new[] { (output, nameof(output)), (v, nameof(v)), (vFirst, nameof(vFirst)), (gate, nameof(gate)) })
-            Need(buffer, count * F, name);
+        NeedAll(count * F, (output, nameof(output)), (v, nameof(v)), (vFirst, nameof(vFirst)), (gate, nameof(gate)));
         Run(NativeMethods.arwkv_timemix_value_residual_forward(output.Pointer, v.Pointer, vFirst.Pointer, gate.Pointer, count, S(stream)),
             "arwkv_timemix_value_residual_forward");
     }
@@ -91,9 +90,7 @@ public static partial class HipKernels
     public static void ValueResidualBackward(HipBuffer dv, HipBuffer dvFirst, HipBuffer dgate, HipBuffer dout, HipBuffer v, HipBuffer vFirst,
         HipBuffer gate, long count, HipStream? stream = null)
     {
-        foreach (var (buffer, name) in new[] { (dv, nameof(dv)), (dvFirst, nameof(dvFirst)), (dgate, nameof(dgate)), (dout, nameof(dout)),
-                     (v, nameof(v)), (vFirst, nameof(vFirst)), (gate, nameof(gate)) })
-            Need(buffer, count * F, name);
+        NeedAll(count * F, (dv, nameof(dv)), (dvFirst, nameof(dvFirst)), (dgate, nameof(dgate)), (dout, nameof(dout)), (v, nameof(v)), (vFirst, nameof(vFirst)), (gate, nameof(gate)));
         Run(NativeMethods.arwkv_timemix_value_residual_backward(dv.Pointer, dvFirst.Pointer, dgate.Pointer, dout.Pointer, v.Pointer,
             vFirst.Pointer, gate.Pointer, count, S(stream)), "arwkv_timemix_value_residual_backward");
     }
@@ -106,8 +103,7 @@ public static partial class HipKernels
         HipBuffer kK, HipBuffer kA, int n, int c, HipStream? stream = null)
     {
         RequireHeads(c);
-        foreach (var (buffer, name) in new[] { (wkvA, nameof(wkvA)), (wkvB, nameof(wkvB)), (kOut, nameof(kOut)), (k, nameof(k)), (a, nameof(a)) })
-            Need(buffer, (long)n * c * F, name);
+        NeedAll((long)n * c * F, (wkvA, nameof(wkvA)), (wkvB, nameof(wkvB)), (kOut, nameof(kOut)), (k, nameof(k)), (a, nameof(a)));
         Need(kkNorm, (long)n * (c / HeadSize) * F, nameof(kkNorm)); Need(kK, (long)c * F, nameof(kK)); Need(kA, (long)c * F, nameof(kA));
         Run(NativeMethods.arwkv_timemix_kk_forward(wkvA.Pointer, wkvB.Pointer, kOut.Pointer, kkNorm.Pointer, k.Pointer, a.Pointer, kK.Pointer,
             kA.Pointer, n, c, S(stream)), "arwkv_timemix_kk_forward");
@@ -118,11 +114,8 @@ public static partial class HipKernels
         HipBuffer dkOut, HipBuffer k, HipBuffer a, HipBuffer kK, HipBuffer kA, HipBuffer kkNorm, int n, int c, HipStream? stream = null)
     {
         RequireHeads(c);
-        foreach (var (buffer, name) in new[] { (dk, nameof(dk)), (da, nameof(da)), (dwkvA, nameof(dwkvA)), (dwkvB, nameof(dwkvB)),
-                     (dkOut, nameof(dkOut)), (k, nameof(k)), (a, nameof(a)) })
-            Need(buffer, (long)n * c * F, name);
-        foreach (var (buffer, name) in new[] { (dkK, nameof(dkK)), (dkA, nameof(dkA)), (kK, nameof(kK)), (kA, nameof(kA)) })
-            Need(buffer, (long)c * F, name);
+        NeedAll((long)n * c * F, (dk, nameof(dk)), (da, nameof(da)), (dwkvA, nameof(dwkvA)), (dwkvB, nameof(dwkvB)), (dkOut, nameof(dkOut)), (k, nameof(k)), (a, nameof(a)));
+        NeedAll((long)c * F, (dkK, nameof(dkK)), (dkA, nameof(dkA)), (kK, nameof(kK)), (kA, nameof(kA)));
         Need(kkNorm, (long)n * (c / HeadSize) * F, nameof(kkNorm));
         Run(NativeMethods.arwkv_timemix_kk_backward(dk.Pointer, da.Pointer, dkK.Pointer, dkA.Pointer, dwkvA.Pointer, dwkvB.Pointer, dkOut.Pointer,
             k.Pointer, a.Pointer, kK.Pointer, kA.Pointer, kkNorm.Pointer, n, c, S(stream)), "arwkv_timemix_kk_backward");
@@ -132,8 +125,7 @@ public static partial class HipKernels
     public static void TimeMixBonusForward(HipBuffer y, HipBuffer r, HipBuffer k, HipBuffer v, HipBuffer rK, int n, int c, HipStream? stream = null)
     {
         RequireHeads(c);
-        foreach (var (buffer, name) in new[] { (y, nameof(y)), (r, nameof(r)), (k, nameof(k)), (v, nameof(v)) })
-            Need(buffer, (long)n * c * F, name);
+        NeedAll((long)n * c * F, (y, nameof(y)), (r, nameof(r)), (k, nameof(k)), (v, nameof(v)));
         Need(rK, (long)c * F, nameof(rK));
         Run(NativeMethods.arwkv_timemix_bonus_forward(y.Pointer, r.Pointer, k.Pointer, v.Pointer, rK.Pointer, n, c, S(stream)),
             "arwkv_timemix_bonus_forward");
@@ -144,9 +136,7 @@ public static partial class HipKernels
         HipBuffer v, HipBuffer rK, int n, int c, HipStream? stream = null)
     {
         RequireHeads(c);
-        foreach (var (buffer, name) in new[] { (dr, nameof(dr)), (dk, nameof(dk)), (dv, nameof(dv)), (dy, nameof(dy)), (r, nameof(r)),
-                     (k, nameof(k)), (v, nameof(v)) })
-            Need(buffer, (long)n * c * F, name);
+        NeedAll((long)n * c * F, (dr, nameof(dr)), (dk, nameof(dk)), (dv, nameof(dv)), (dy, nameof(dy)), (r, nameof(r)), (k, nameof(k)), (v, nameof(v)));
         Need(drK, (long)c * F, nameof(drK)); Need(rK, (long)c * F, nameof(rK));
         Run(NativeMethods.arwkv_timemix_bonus_backward(dr.Pointer, dk.Pointer, dv.Pointer, drK.Pointer, dy.Pointer, r.Pointer, k.Pointer,
             v.Pointer, rK.Pointer, n, c, S(stream)), "arwkv_timemix_bonus_backward");
@@ -162,8 +152,7 @@ public static partial class HipKernels
     /// <summary>dy += dout * g, dg += dout * y over [count].</summary>
     public static void MultiplyBackward(HipBuffer dy, HipBuffer dg, HipBuffer dout, HipBuffer y, HipBuffer g, long count, HipStream? stream = null)
     {
-        foreach (var (buffer, name) in new[] { (dy, nameof(dy)), (dg, nameof(dg)), (dout, nameof(dout)), (y, nameof(y)), (g, nameof(g)) })
-            Need(buffer, count * F, name);
+        NeedAll(count * F, (dy, nameof(dy)), (dg, nameof(dg)), (dout, nameof(dout)), (y, nameof(y)), (g, nameof(g)));
         Run(NativeMethods.arwkv_mul_backward(dy.Pointer, dg.Pointer, dout.Pointer, y.Pointer, g.Pointer, count, S(stream)), "arwkv_mul_backward");
     }
 

@@ -87,8 +87,7 @@ public static partial class HipKernels
     public static void SwiGluBackward(HipBuffer dgate, HipBuffer dup, HipBuffer dout, HipBuffer gate, HipBuffer up, long count,
         HipStream? stream = null)
     {
-        foreach (var (b, name) in new[] { (dgate, nameof(dgate)), (dup, nameof(dup)), (dout, nameof(dout)), (gate, nameof(gate)), (up, nameof(up)) })
-            Need(b, count * F, name);
+        NeedAll(count * F, (dgate, nameof(dgate)), (dup, nameof(dup)), (dout, nameof(dout)), (gate, nameof(gate)), (up, nameof(up)));
         Run(NativeMethods.arwkv_swiglu_backward(dgate.Pointer, dup.Pointer, dout.Pointer, gate.Pointer, up.Pointer, count, S(stream)),
             "arwkv_swiglu_backward");
     }
@@ -111,8 +110,7 @@ public static partial class HipKernels
         if (checkpoints != null && time % 16 != 0) throw new ArgumentException($"time {time} must be a multiple of 16 to save checkpoints.", nameof(time));
         long elements = (long)batch * time * heads * HeadSize;
         long inputBytes = elements * inputType.SizeOf();
-        foreach (var (buffer, name) in new[] { (r, nameof(r)), (w, nameof(w)), (k, nameof(k)), (v, nameof(v)), (a, nameof(a)), (b, nameof(b)) })
-            Need(buffer, inputBytes, name);
+        NeedAll(inputBytes, (r, nameof(r)), (w, nameof(w)), (k, nameof(k)), (v, nameof(v)), (a, nameof(a)), (b, nameof(b)));
         Need(y, elements * F, nameof(y));
         if (state != null) Need(state, (long)batch * heads * HeadSize * HeadSize * F, nameof(state));
         if (checkpoints != null) Need(checkpoints, (long)batch * heads * (time / 16) * HeadSize * HeadSize * F, nameof(checkpoints));
@@ -136,11 +134,8 @@ public static partial class HipKernels
         if (time % 16 != 0) throw new ArgumentException($"time {time} must be a multiple of 16.", nameof(time));
         long elements = (long)batch * time * heads * HeadSize;
         long stateBytes = (long)batch * heads * HeadSize * HeadSize * F;
-        foreach (var (buffer, name) in new[] { (r, nameof(r)), (w, nameof(w)), (k, nameof(k)), (v, nameof(v)), (a, nameof(a)), (b, nameof(b)) })
-            Need(buffer, elements * inputType.SizeOf(), name);
-        foreach (var (buffer, name) in new[] { (dr, nameof(dr)), (dw, nameof(dw)), (dk, nameof(dk)), (dv, nameof(dv)), (da, nameof(da)),
-                     (db, nameof(db)), (dy, nameof(dy)), (sa, nameof(sa)) })
-            Need(buffer, elements * F, name);
+        NeedAll(elements * inputType.SizeOf(), (r, nameof(r)), (w, nameof(w)), (k, nameof(k)), (v, nameof(v)), (a, nameof(a)), (b, nameof(b)));
+        NeedAll(elements * F, (dr, nameof(dr)), (dw, nameof(dw)), (dk, nameof(dk)), (dv, nameof(dv)), (da, nameof(da)), (db, nameof(db)), (dy, nameof(dy)), (sa, nameof(sa)));
         Need(checkpoints, stateBytes * (time / 16), nameof(checkpoints));
         if (stateInit != null) Need(stateInit, stateBytes, nameof(stateInit));
         if (dstateInit != null) Need(dstateInit, stateBytes, nameof(dstateInit));
@@ -155,8 +150,7 @@ public static partial class HipKernels
         HipBuffer b, int batch, int heads, HipStream? stream = null)
     {
         long elements = (long)batch * heads * HeadSize;
-        foreach (var (buffer, name) in new[] { (y, nameof(y)), (r, nameof(r)), (w, nameof(w)), (k, nameof(k)), (v, nameof(v)), (a, nameof(a)), (b, nameof(b)) })
-            Need(buffer, elements * F, name);
+        NeedAll(elements * F, (y, nameof(y)), (r, nameof(r)), (w, nameof(w)), (k, nameof(k)), (v, nameof(v)), (a, nameof(a)), (b, nameof(b)));
         Need(state, elements * HeadSize * F, nameof(state));
         Run(NativeMethods.arwkv_wkv7_decode(y.Pointer, state.Pointer, r.Pointer, w.Pointer, k.Pointer, v.Pointer, a.Pointer, b.Pointer,
             batch, heads, S(stream)), "arwkv_wkv7_decode");
@@ -259,8 +253,7 @@ public static partial class HipKernels
         float learningRate, float beta1, float beta2, float eps, float weightDecay, int step, HipBuffer? gradNormSquared = null,
         float maxGradNorm = 1f, HipStream? stream = null)
     {
-        foreach (var (buffer, name) in new[] { (master, nameof(master)), (m, nameof(m)), (v, nameof(v)), (grad, nameof(grad)) })
-            Need(buffer, count * F, name);
+        NeedAll(count * F, (master, nameof(master)), (m, nameof(m)), (v, nameof(v)), (grad, nameof(grad)));
         if (bf16Copy != null) Need(bf16Copy, count * 2, nameof(bf16Copy));
         if (gradNormSquared != null) Need(gradNormSquared, F, nameof(gradNormSquared));
         Run(NativeMethods.arwkv_adamw_update(master.Pointer, P(bf16Copy), m.Pointer, v.Pointer, grad.Pointer, count, learningRate, beta1, beta2,
@@ -280,6 +273,13 @@ public static partial class HipKernels
     {
         ArgumentNullException.ThrowIfNull(buffer, name);
         buffer.RequireBytes(bytes, name);
+    }
+
+    // params ReadOnlySpan: the compiler builds the list on the stack, so a launch allocates nothing (decode runs dozens
+    // of launches per token).
+    static void NeedAll(long bytes, params ReadOnlySpan<(HipBuffer Buffer, string Name)> buffers)
+    {
+        foreach (var (buffer, name) in buffers) Need(buffer, bytes, name);
     }
 
     static nint P(HipBuffer? buffer) => buffer?.Pointer ?? 0;

@@ -52,6 +52,9 @@ internal sealed unsafe class LoraWeights
     public int Hidden { get; }
     public WeightMatrix Down { get; }
 
+    /// <summary>B [rank, C] as stored (float32), for backends that run the up projection themselves (the GPU model).</summary>
+    public ReadOnlySpan<float> Up => _up;
+
     /// <summary>output[rows, C] = mid[rows, rank] @ B.</summary>
     public void ApplyUp(ReadOnlySpan<float> mid, Span<float> output, int rows)
     {

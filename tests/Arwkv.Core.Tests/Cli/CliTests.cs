@@ -37,6 +37,16 @@ public class CliTests
         Input = input ?? new StringReader(""),
     };
 
+    private static CliHost WithGpu(CliHost host, Func<(bool, string)> probe, Func<string, ModelOptions, LanguageModel> loadGpu) => new()
+    {
+        LoadModel = host.LoadModel,
+        LoadTokenizer = host.LoadTokenizer,
+        CreateGenerator = host.CreateGenerator,
+        Input = host.Input,
+        ProbeGpu = probe,
+        LoadGpuModel = loadGpu,
+    };
+
     /// <summary>Logits that identify the position and token: row t, entry i = 1000 t + 10 token + i / V.</summary>
     private static FakeModel PositionModel(int vocab) => new(vocab, (seen, logits) =>
     {
@@ -79,15 +89,45 @@ public class CliTests
     }
 
     [Test]
-    public async Task HipDeviceExitsTwoWithoutLoading()
+    public async Task HipDeviceUnavailable_OneLineSaysWhyAndNothingLoads()
     {
         var model = PositionModel(5);
-        var (code, _, err) = await Run(Host(model), "logits", "--model", _dir, "--ids", "1", "--out", Path.Combine(_dir, "a.npy"), "--device", "hip");
-        Assert.That(code, Is.EqualTo(2));
-        AssertOneLineError(err, "not available in this build");
-        (code, _, err) = await Run(Host(model), "generate", "--model", _dir, "--prompt", "a", "--device", "hip");
-        Assert.That(code, Is.EqualTo(2));
+        const string why = "libarwkv_hip.so was not found. Searched: /x/libarwkv_hip.so";
+        var host = WithGpu(Host(model), () => (false, why), (_, _) => throw new AssertionException("the GPU loader must not run"));
+        foreach (string[] args in new[]
+                 {
+                     new[] { "logits", "--model", _dir, "--ids", "1", "--out", Path.Combine(_dir, "a.npy"), "--device", "hip" },
+                     new[] { "generate", "--model", _dir, "--prompt", "a", "--device", "hip" },
+                     new[] { "bench", "--model", _dir, "--device", "hip" },
+                     new[] { "chat", "--model", _dir, "--device", "hip" },
+                 })
+        {
+            var (code, _, err) = await Run(host, args);
+            Assert.That(code, Is.EqualTo(1), args[0]);
+            AssertOneLineError(err, $"arwkv {args[0]}: --device hip: the GPU backend is unavailable: {why}");
+        }
         Assert.That(model.LoadedWith, Is.Empty);
+        Assert.That(File.Exists(Path.Combine(_dir, "a.npy")), Is.False);
+    }
+
+    [Test]
+    public async Task HipDevice_LoadsThroughTheGpuLoaderOnly()
+    {
+        var cpu = PositionModel(5);
+        var gpu = PositionModel(5);
+        var host = WithGpu(Host(cpu), () => (true, ""), (_, options) =>
+        {
+            gpu.LoadedWith.Add(options);
+            return gpu;
+        });
+        var (code, _, err) = await Run(host, "logits", "--model", _dir, "--ids", "1,2", "--out", Path.Combine(_dir, "a.npy"), "--device", "hip",
+            "--mode", "recurrent");
+        Assert.That(code, Is.Zero, err);
+        (code, _, err) = await Run(host, "generate", "--model", _dir, "--prompt", "a", "--device", "hip", "--max-tokens", "2");
+        Assert.That(code, Is.Zero, err);
+        Assert.That(cpu.LoadedWith, Is.Empty);
+        Assert.That(gpu.LoadedWith.Select(o => o.Mode), Is.EqualTo(new[] { ForwardMode.Recurrent, ForwardMode.Prefill }));
+        Assert.That(gpu.Calls[0], Is.EqualTo((2, LogitsScope.All)));
     }
 
     [TestCase("1,x", "'x' is not a token id")]

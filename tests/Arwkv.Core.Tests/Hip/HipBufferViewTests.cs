@@ -2,7 +2,7 @@ using Arwkv.Hip;
 
 namespace Arwkv.Tests.Hip;
 
-/// <summary>Offset copies and views of device buffers: the plumbing the GPU models use to address rows and blocks.</summary>
+/// <summary>Offset copies and views of device buffers (the plumbing the GPU models use to address rows and blocks), and the out-of-memory message.</summary>
 public class HipBufferViewTests
 {
     [SetUp]
@@ -44,5 +44,15 @@ public class HipBufferViewTests
         Buffer.BlockCopy(all, 8 * 4, bf16, 0, 16);
         Assert.That(bf16.Take(4).Select(b => BitConverter.UInt32BitsToSingle((uint)b << 16)), Is.EqualTo(new float[] { 1, 2, 3, 4 }));
         Assert.Throws<ArgumentException>(() => parent.Slice(8 * 4, 5 * 4), "a view may not reach past the parent");
+    }
+
+    [Test]
+    public void OutOfMemory_NamesTheAllocationAndItsSize()
+    {
+        var ex = Assert.Throws<HipException>(() => HipBuffer.Allocate(1L << 50, "layer 7 mlp.up_proj.weight"));
+        TestContext.Out.WriteLine(ex!.Message);
+        Assert.That(ex.Message, Does.Contain("could not allocate layer 7 mlp.up_proj.weight (1024.0 TiB, 1125899906842624 bytes)"));
+        Assert.That(ex.Message, Does.Contain("out of memory"), "the runtime's own reason follows");
+        Assert.That(ex.Status, Is.EqualTo(HipStatus.RuntimeError));
     }
 }
